@@ -1,0 +1,105 @@
+// Package api exposes the service core over native gRPC, REST (grpc-gateway)
+// and Connect. The three share the core's methods; this package only moves
+// credentials into the context and turns errors into each protocol's form
+// through apierr, so a call behaves the same on every transport.
+package api
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+
+	imlitev1 "github.com/imlite/imlite/gen/imlite/v1"
+	"github.com/imlite/imlite/server"
+	"github.com/imlite/imlite/server/apierr"
+	"github.com/imlite/imlite/server/auth"
+)
+
+// ServiceNames are the gRPC services imlite serves, for health reporting.
+var ServiceNames = []string{
+	imlitev1.MessageService_ServiceDesc.ServiceName,
+	imlitev1.ConversationService_ServiceDesc.ServiceName,
+	imlitev1.GroupService_ServiceDesc.ServiceName,
+	imlitev1.UserService_ServiceDesc.ServiceName,
+}
+
+// NewGRPCServer returns a gRPC server with the four imlite services, the
+// standard health service (reported by hs) and server reflection. Extra
+// options (tracing, metrics) are appended.
+func NewGRPCServer(svc *server.Service, hs *health.Server, log *slog.Logger, extra ...grpc.ServerOption) *grpc.Server {
+	opts := append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(recoverUnary(log), authUnary, errorUnary(log)),
+		grpc.ChainStreamInterceptor(recoverStream(log)),
+	}, extra...)
+	s := grpc.NewServer(opts...)
+	imlitev1.RegisterMessageServiceServer(s, svc)
+	imlitev1.RegisterConversationServiceServer(s, svc)
+	imlitev1.RegisterGroupServiceServer(s, svc)
+	imlitev1.RegisterUserServiceServer(s, svc)
+	healthpb.RegisterHealthServer(s, hs)
+	reflection.Register(s)
+	return s
+}
+
+// authUnary attaches the Authorization metadata for the core to verify.
+func authUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get("authorization"); len(v) > 0 {
+			ctx = auth.WithAuthorization(ctx, v[0])
+		}
+	}
+	return handler(ctx, req)
+}
+
+// errorUnary converts every error to an *apierr.Error, so no internal error
+// text reaches a client, and logs internal failures.
+func errorUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		resp, err := handler(ctx, req)
+		if err != nil {
+			return nil, clientError(ctx, log, info.FullMethod, err)
+		}
+		return resp, nil
+	}
+}
+
+// clientError converts err for a client and logs the internal ones.
+func clientError(ctx context.Context, log *slog.Logger, method string, err error) *apierr.Error {
+	e := apierr.From(err)
+	if e.Code == codes.Internal || e.Code == codes.Unknown {
+		log.ErrorContext(ctx, "request failed", "method", method, "err", err)
+	}
+	return e
+}
+
+func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				log.ErrorContext(ctx, "panic in handler", "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				err = apierr.Internal(info.FullMethod, fmt.Errorf("panic: %v", r))
+			}
+		}()
+		return handler(ctx, req)
+	}
+}
+
+func recoverStream(log *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				log.Error("panic in stream handler", "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				err = apierr.Internal(info.FullMethod, fmt.Errorf("panic: %v", r))
+			}
+		}()
+		return handler(srv, ss)
+	}
+}

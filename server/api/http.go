@@ -1,0 +1,100 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/imlite/imlite/gen/openapi"
+	"github.com/imlite/imlite/server"
+)
+
+// OpenAPIPath is where the OpenAPI v2 document is served.
+const OpenAPIPath = "/openapi.json"
+
+// ReadinessCheck is one backend probed by /readyz.
+type ReadinessCheck struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// HTTPOptions configure the admin HTTP handler.
+type HTTPOptions struct {
+	// Readiness lists the backends /readyz probes.
+	Readiness []ReadinessCheck
+	// Metrics serves /metrics when set.
+	Metrics http.Handler
+	// Connect adds handler options, such as tracing interceptors.
+	Connect []connect.HandlerOption
+	// Wrap wraps the whole handler, for tracing or request metrics.
+	Wrap func(http.Handler) http.Handler
+}
+
+// NewHTTPHandler returns the handler of the admin HTTP port: REST under
+// /v1/, Connect under /imlite.v1.*/, the OpenAPI document, /healthz,
+// /readyz and, when configured, /metrics.
+func NewHTTPHandler(ctx context.Context, svc *server.Service, log *slog.Logger, opts HTTPOptions) (http.Handler, error) {
+	gw, err := NewGateway(ctx, svc, log)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", gw)
+	RegisterConnect(mux, svc, log, opts.Connect...)
+	mux.HandleFunc("GET "+OpenAPIPath, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openapi.JSON)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", readyHandler(opts.Readiness))
+	if opts.Metrics != nil {
+		mux.Handle("GET /metrics", opts.Metrics)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, map[string]any{
+			"code":    5,
+			"message": "no route for " + r.Method + " " + r.URL.Path + "; the API is under /v1/, described at " + OpenAPIPath,
+		})
+	})
+	var h http.Handler = mux
+	if opts.Wrap != nil {
+		h = opts.Wrap(h)
+	}
+	return h, nil
+}
+
+// readyHandler probes every backend with a short timeout and answers 503
+// naming the failing ones.
+func readyHandler(checks []ReadinessCheck) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		results := make(map[string]string, len(checks))
+		ready := true
+		for _, c := range checks {
+			if err := c.Check(ctx); err != nil {
+				results[c.Name] = err.Error()
+				ready = false
+			} else {
+				results[c.Name] = "ok"
+			}
+		}
+		status := http.StatusOK
+		if !ready {
+			status = http.StatusServiceUnavailable
+		}
+		writeJSON(w, status, map[string]any{"ready": ready, "backends": results})
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}

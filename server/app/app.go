@@ -1,0 +1,305 @@
+// Package app assembles a running imlite process from its configuration:
+// backends (embedded or distributed), the service core, and the gRPC, HTTP
+// and websocket listeners. cmd/imlite and the end-to-end tests use it.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/imlite/imlite/server"
+	"github.com/imlite/imlite/server/api"
+	"github.com/imlite/imlite/server/auth"
+	"github.com/imlite/imlite/server/config"
+	"github.com/imlite/imlite/ws"
+)
+
+// App is one imlite process. Create it with New, which opens the backends
+// and binds every listener, then call Run.
+type App struct {
+	cfg *config.Config
+	log *slog.Logger
+
+	svc      *server.Service
+	backends *backends
+	health   *health.Server
+
+	grpcSrv *grpc.Server
+	httpSrv *http.Server
+	hub     *ws.Hub
+	wsSrv   *ws.Server
+
+	grpcLn, httpLn, wsLn net.Listener
+}
+
+// New opens the backends and binds the listeners. Ports of 0 pick free
+// ports, which the Addr methods report.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (a *App, err error) {
+	a = &App{cfg: cfg, log: log, health: health.NewServer()}
+	defer func() {
+		if err != nil {
+			a.closeAll()
+		}
+	}()
+
+	// 1. Credentials and backends.
+	secret, err := LoadSecret(cfg)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := auth.NewSigner(secret, time.Duration(cfg.Auth.AccessExpire)*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("token signer: %w", err)
+	}
+	if cfg.Distributed() {
+		return nil, errors.New("distributed mode (Redis, Mongo, Kafka sections) is not available in this build; remove those sections to run embedded")
+	}
+	a.backends, err = openEmbedded(cfg)
+	if err != nil {
+		return nil, err
+	}
+
+	// 2. The service core.
+	a.svc, err = server.New(a.backends.Backends, signer, server.Options{
+		PodName:     podName(cfg),
+		Limits:      limits(cfg.Limits),
+		SendTimeout: cfg.Limits.SendTimeout.Std(),
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	// 3. Transports.
+	a.grpcSrv = api.NewGRPCServer(a.svc, a.health, log)
+	handler, err := api.NewHTTPHandler(ctx, a.svc, log, api.HTTPOptions{Readiness: a.backends.readiness})
+	if err != nil {
+		return nil, err
+	}
+	a.httpSrv = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	// h2c lets gRPC clients reach the Connect handler on the HTTP port.
+	a.httpSrv.Protocols = new(http.Protocols)
+	a.httpSrv.Protocols.SetHTTP1(true)
+	a.httpSrv.Protocols.SetUnencryptedHTTP2(true)
+	if a.hub, err = ws.NewHub(a.svc, wsOptions(cfg.Websocket), log); err != nil {
+		return nil, fmt.Errorf("websocket hub: %w", err)
+	}
+	a.wsSrv = ws.NewServer(a.hub)
+
+	// 4. Listeners, bound now so that a taken port fails the start.
+	if a.grpcLn, err = net.Listen("tcp", cfg.ListenOn); err != nil {
+		return nil, fmt.Errorf("ListenOn %s: %w", cfg.ListenOn, err)
+	}
+	httpAddr := net.JoinHostPort(cfg.Http.Host, strconv.Itoa(cfg.Http.Port))
+	if a.httpLn, err = net.Listen("tcp", httpAddr); err != nil {
+		return nil, fmt.Errorf("Http.Port %s: %w", httpAddr, err)
+	}
+	wsAddr := net.JoinHostPort(cfg.Websocket.Host, strconv.Itoa(cfg.Websocket.Port))
+	if a.wsLn, err = net.Listen("tcp", wsAddr); err != nil {
+		return nil, fmt.Errorf("Websocket.Port %s: %w", wsAddr, err)
+	}
+	return a, nil
+}
+
+func wsOptions(c config.WebsocketConfig) ws.Options {
+	return ws.Options{
+		MaxConnNum:     c.MaxConnNum,
+		MaxFrameBytes:  c.MaxFrameBytes,
+		PingInterval:   c.PingInterval.Std(),
+		PongTimeout:    c.PongTimeout.Std(),
+		WriteTimeout:   c.WriteTimeout.Std(),
+		SendQueue:      c.SendQueue,
+		MaxBadFrames:   c.MaxBadFrames,
+		Compression:    c.Compression,
+		AllowedOrigins: c.AllowedOrigins,
+	}
+}
+
+// Service returns the service core.
+func (a *App) Service() *server.Service { return a.svc }
+
+// GRPCAddr returns the bound gRPC address.
+func (a *App) GRPCAddr() string { return a.grpcLn.Addr().String() }
+
+// HTTPAddr returns the bound HTTP address.
+func (a *App) HTTPAddr() string { return a.httpLn.Addr().String() }
+
+// WebsocketAddr returns the bound websocket address.
+func (a *App) WebsocketAddr() string { return a.wsLn.Addr().String() }
+
+// Hub returns the websocket hub.
+func (a *App) Hub() *ws.Hub { return a.hub }
+
+// Run serves until ctx ends or a listener fails, then shuts down within
+// Shutdown.Timeout: it stops accepting calls, lets in-flight sends finish,
+// stops the pipeline and closes the backends.
+func (a *App) Run(ctx context.Context) error {
+	pipeCtx, stopPipeline := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPipeline()
+	pipeDone := make(chan error, 1)
+	go func() { pipeDone <- a.svc.Run(pipeCtx) }()
+
+	// Calls are served only once the queue consumers are ready, so no push
+	// of an early send is missed.
+	if err := a.svc.WaitReady(ctx); err != nil {
+		stopPipeline()
+		<-pipeDone
+		a.closeAll()
+		return err
+	}
+	serveErr := make(chan error, 3)
+	go func() { serveErr <- a.grpcSrv.Serve(a.grpcLn) }()
+	go func() { serveErr <- a.httpSrv.Serve(a.httpLn) }()
+	go func() { serveErr <- a.wsSrv.Serve(a.wsLn) }()
+	for _, name := range append([]string{""}, api.ServiceNames...) {
+		a.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	a.log.Info("imlite started", "mode", a.mode(), "grpc", a.GRPCAddr(), "http", a.HTTPAddr(), "websocket", a.WebsocketAddr(), "pod", a.svc.PodName())
+	if len(a.cfg.Ignored) > 0 {
+		a.log.Info("config keys accepted for compatibility and not used", "keys", a.cfg.Ignored)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-serveErr:
+		a.log.Error("listener failed", "err", runErr)
+	case runErr = <-pipeDone:
+		a.log.Error("pipeline stopped", "err", runErr)
+		pipeDone <- runErr
+	}
+	if err := a.shutdown(stopPipeline, pipeDone); err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}
+
+// shutdown drains in order: stop accepting, finish in-flight calls, empty
+// the queues, stop the pipeline, close the backends.
+func (a *App) shutdown(stopPipeline context.CancelFunc, pipeDone chan error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Shutdown.Timeout.Std())
+	defer cancel()
+	start := time.Now()
+	a.log.Info("shutting down", "timeout", a.cfg.Shutdown.Timeout.Std())
+	a.health.Shutdown()
+
+	// 1. Stop accepting calls, close websockets with 1001 (going away) so
+	// clients reconnect to another pod, and wait for calls in flight.
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := a.wsSrv.Shutdown(ctx); err != nil {
+			a.log.Warn("websocket connections did not close in time", "err", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := a.httpSrv.Shutdown(ctx); err != nil {
+			a.log.Warn("HTTP server did not drain in time", "err", err)
+			a.httpSrv.Close()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		stopGRPC(ctx, a.grpcSrv)
+	}()
+	wg.Wait()
+
+	// 2. Let queued messages be stored and pushed.
+	var errs []error
+	if err := a.backends.drain(ctx); err != nil {
+		errs = append(errs, err)
+	}
+
+	// 3. Stop the pipeline and close the backends.
+	stopPipeline()
+	select {
+	case <-pipeDone:
+	case <-ctx.Done():
+		errs = append(errs, errors.New("pipeline did not stop within the shutdown timeout"))
+	}
+	errs = append(errs, a.backends.close())
+	err := errors.Join(errs...)
+	a.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond), "err", err)
+	return err
+}
+
+// stopGRPC stops gracefully, or forcibly when ctx ends first.
+func stopGRPC(ctx context.Context, s *grpc.Server) {
+	done := make(chan struct{})
+	go func() {
+		s.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.Stop()
+		<-done
+	}
+}
+
+// closeAll releases what New opened when New fails.
+func (a *App) closeAll() {
+	if a.grpcLn != nil {
+		a.grpcLn.Close()
+	}
+	if a.httpLn != nil {
+		a.httpLn.Close()
+	}
+	if a.wsLn != nil {
+		a.wsLn.Close()
+	}
+	if a.hub != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = a.hub.Close(ctx)
+		cancel()
+	}
+	if a.backends != nil {
+		if err := a.backends.close(); err != nil {
+			a.log.Error("close backends", "err", err)
+		}
+	}
+}
+
+func (a *App) mode() string {
+	if a.cfg.Distributed() {
+		return "distributed"
+	}
+	return "embedded"
+}
+
+func podName(cfg *config.Config) string {
+	if cfg.PodName != "" {
+		return cfg.PodName
+	}
+	return cfg.Name
+}
+
+func limits(l config.LimitsConfig) server.Limits {
+	return server.Limits{
+		MaxContentBytes:   l.MaxContentBytes,
+		MaxExBytes:        l.MaxExBytes,
+		MaxClientMsgIDLen: l.MaxClientMsgIDLen,
+		DefaultPullLimit:  l.DefaultPullLimit,
+		MaxPullLimit:      l.MaxPullLimit,
+		MaxGroupMembers:   l.MaxGroupMembers,
+		MaxBatchUserIDs:   l.MaxBatchUserIDs,
+	}
+}

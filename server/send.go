@@ -1,0 +1,320 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	busv1 "github.com/imlite/imlite/gen/imlite/bus/v1"
+	imlitev1 "github.com/imlite/imlite/gen/imlite/v1"
+	"github.com/imlite/imlite/server/apierr"
+	"github.com/imlite/imlite/server/auth"
+)
+
+// SendMsg validates a message, publishes it to the msg topic and waits until
+// the store stage has stored it, then returns its seq. A transient message
+// (options.storage=false) goes straight to the push topic and gets seq 0.
+//
+// A retry with the same (sender, client_msg_id) returns the first result. A
+// send that times out returns DeadlineExceeded with the server_msg_id in the
+// error metadata; the message may still be stored, and a retry tells.
+func (s *Service) SendMsg(ctx context.Context, req *imlitev1.SendMsgRequest) (*imlitev1.SendMsgResponse, error) {
+	pending, err := s.AcceptMsg(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return pending.Wait(ctx)
+}
+
+// PendingSend is a send that was accepted and published; Wait returns its
+// result. Exactly one of resp and wait is set.
+type PendingSend struct {
+	s           *Service
+	resp        *imlitev1.SendMsgResponse
+	wait        <-chan sendResult
+	serverMsgID string
+}
+
+// AcceptMsg runs the first half of SendMsg: it validates and publishes the
+// message. Publishes from one goroutine keep their order, so a connection
+// that accepts sends one by one and waits for them concurrently still gets
+// seqs in its sending order.
+func (s *Service) AcceptMsg(ctx context.Context, req *imlitev1.SendMsgRequest) (*PendingSend, error) {
+	p, err := s.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sender, err := senderFor(p, req.GetSenderId())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.validateSend(req); err != nil {
+		return nil, err
+	}
+	ref, err := s.sendTarget(ctx, p, sender, req)
+	if err != nil {
+		return nil, err
+	}
+	msg := s.newMessage(p, sender, ref, req)
+
+	if !msg.GetOptions().GetStorage() {
+		resp, err := s.sendTransient(ctx, msg)
+		if err != nil {
+			return nil, err
+		}
+		return &PendingSend{s: s, resp: resp}, nil
+	}
+
+	// A retry of a send that was stored earlier returns the stored result
+	// without publishing anything.
+	key := ClientMsgKey{SenderID: sender, ClientMsgID: req.GetClientMsgId()}
+	found, err := s.b.Messages.FindByClientMsgIDs(ctx, []ClientMsgKey{key})
+	if err != nil {
+		return nil, s.backendError("look up client_msg_id", err)
+	}
+	if stored, ok := found[key]; ok {
+		return &PendingSend{s: s, resp: sendResponse(stored)}, nil
+	}
+
+	wait := s.waiters.add(msg.GetServerMsgId())
+	rec := &busv1.MsgRecord{Msg: msg, OriginPod: s.pod, OriginConn: connIDFrom(ctx)}
+	if err := s.b.MsgProducer.PublishMsg(ctx, rec); err != nil {
+		s.waiters.remove(msg.GetServerMsgId())
+		return nil, s.publishError(err, msg.GetServerMsgId())
+	}
+	s.obs.Accepted(msg)
+	return &PendingSend{s: s, wait: wait, serverMsgID: msg.GetServerMsgId()}, nil
+}
+
+// Wait returns the stored result, or DeadlineExceeded with the
+// server_msg_id after Options.SendTimeout. Call it once.
+func (p *PendingSend) Wait(ctx context.Context) (*imlitev1.SendMsgResponse, error) {
+	if p.resp != nil {
+		return p.resp, nil
+	}
+	defer p.s.waiters.remove(p.serverMsgID)
+	return p.s.awaitStored(ctx, p.wait, p.serverMsgID)
+}
+
+// awaitStored waits for the push stage to answer the send.
+func (s *Service) awaitStored(ctx context.Context, wait <-chan sendResult, serverMsgID string) (*imlitev1.SendMsgResponse, error) {
+	timer := time.NewTimer(s.timeout)
+	defer timer.Stop()
+	select {
+	case res := <-wait:
+		return res.resp, res.err
+	case <-timer.C:
+		return nil, apierr.DeadlineExceeded("message %s was accepted but not stored within %v; retry with the same client_msg_id to get its result",
+			serverMsgID, s.timeout).With("server_msg_id", serverMsgID)
+	case <-ctx.Done():
+		e := apierr.From(ctx.Err())
+		return nil, e.With("server_msg_id", serverMsgID)
+	}
+}
+
+func (s *Service) sendTransient(ctx context.Context, msg *imlitev1.Message) (*imlitev1.SendMsgResponse, error) {
+	rec := &busv1.PushRecord{Event: &busv1.PushRecord_Delivery{Delivery: &busv1.Delivery{
+		Msg: msg, OriginPod: s.pod, OriginConn: connIDFrom(ctx),
+	}}}
+	if err := s.b.PushProducer.PublishPush(ctx, []KeyedPush{{Key: msg.GetConversationId(), Record: rec}}); err != nil {
+		return nil, s.publishError(err, msg.GetServerMsgId())
+	}
+	s.obs.Accepted(msg)
+	return sendResponse(msg), nil
+}
+
+func (s *Service) publishError(err error, serverMsgID string) error {
+	var ae *apierr.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	if errors.Is(err, context.Canceled) {
+		return apierr.From(err)
+	}
+	s.log.Warn("publish to queue failed", "server_msg_id", serverMsgID, "err", err)
+	return apierr.Unavailable(err, "message queue unavailable, nothing was sent; retry later")
+}
+
+func sendResponse(m *imlitev1.Message) *imlitev1.SendMsgResponse {
+	return &imlitev1.SendMsgResponse{
+		ServerMsgId:    m.GetServerMsgId(),
+		ConversationId: m.GetConversationId(),
+		Seq:            m.GetSeq(),
+		ServerTime:     m.GetServerTime(),
+	}
+}
+
+// senderFor returns the user a message is sent as: the caller, or for an
+// admin the requested sender_id.
+func senderFor(p auth.Principal, requested string) (string, error) {
+	if requested == "" || requested == p.UserID {
+		return p.UserID, nil
+	}
+	if !p.IsAdmin() {
+		return "", apierr.PermissionDenied("sender_id %q differs from the caller %q; only admin tokens may send as another user",
+			printable(requested), p.UserID)
+	}
+	if err := ValidateID("sender_id", requested); err != nil {
+		return "", err
+	}
+	return requested, nil
+}
+
+func (s *Service) validateSend(req *imlitev1.SendMsgRequest) error {
+	cmid := req.GetClientMsgId()
+	switch {
+	case cmid == "":
+		return apierr.InvalidArgument("client_msg_id is required; reuse it when retrying the same message")
+	case len(cmid) > s.limits.MaxClientMsgIDLen:
+		return apierr.InvalidArgument("client_msg_id is %d bytes, longer than the maximum %d", len(cmid), s.limits.MaxClientMsgIDLen)
+	}
+	for i := 0; i < len(cmid); i++ {
+		if cmid[i] < 0x21 || cmid[i] > 0x7e {
+			return apierr.InvalidArgument("client_msg_id %q must be printable ASCII without spaces", printable(cmid))
+		}
+	}
+
+	switch {
+	case req.GetRecvId() == "" && req.GetGroupId() == "":
+		return apierr.InvalidArgument("set one of recv_id (single chat) and group_id (group chat); both are empty")
+	case req.GetRecvId() != "" && req.GetGroupId() != "":
+		return apierr.InvalidArgument("set only one of recv_id and group_id; both are set")
+	}
+
+	if req.GetContent() == "" {
+		return apierr.InvalidArgument("content is empty")
+	}
+	if err := validateText("content", req.GetContent(), s.limits.MaxContentBytes); err != nil {
+		return err
+	}
+	if err := validateText("ex", req.GetEx(), s.limits.MaxExBytes); err != nil {
+		return err
+	}
+	if op := req.GetOfflinePush(); op != nil {
+		for _, f := range []struct{ name, v string }{
+			{"offline_push.title", op.GetTitle()}, {"offline_push.desc", op.GetDesc()}, {"offline_push.ex", op.GetEx()},
+		} {
+			if err := validateText(f.name, f.v, s.limits.MaxExBytes); err != nil {
+				return err
+			}
+		}
+	}
+	if req.GetClientTime() < 0 {
+		return apierr.InvalidArgument("client_time %d is negative; use milliseconds since the Unix epoch", req.GetClientTime())
+	}
+	return nil
+}
+
+// sendTarget resolves the conversation and checks that the sender may write
+// to it: anyone may write to a single chat, and only members (or admins) to
+// a group.
+func (s *Service) sendTarget(ctx context.Context, p auth.Principal, sender string, req *imlitev1.SendMsgRequest) (ConversationRef, error) {
+	if recv := req.GetRecvId(); recv != "" {
+		if err := ValidateID("recv_id", recv); err != nil {
+			return ConversationRef{}, err
+		}
+		return ParseConversationID(SingleConversationID(sender, recv))
+	}
+	gid := req.GetGroupId()
+	if err := ValidateID("group_id", gid); err != nil {
+		return ConversationRef{}, err
+	}
+	ref := ConversationRef{ID: GroupConversationID(gid), Type: imlitev1.ConversationType_CONVERSATION_TYPE_GROUP, GroupID: gid}
+	member, err := s.b.Groups.IsGroupMember(ctx, gid, sender)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return ConversationRef{}, apierr.NotFound("group_id %q: no such group", gid)
+	case err != nil:
+		return ConversationRef{}, s.backendError("check group membership", err)
+	case !member && !p.IsAdmin():
+		return ConversationRef{}, apierr.PermissionDenied("user %q is not a member of group %q", sender, gid)
+	}
+	return ref, nil
+}
+
+func (s *Service) newMessage(p auth.Principal, sender string, ref ConversationRef, req *imlitev1.SendMsgRequest) *imlitev1.Message {
+	// SenderPlatform is the platform of the caller's token; for an admin
+	// sending on behalf of a user, that is the admin's platform.
+	msg := &imlitev1.Message{
+		ServerMsgId:      newServerMsgID(),
+		ClientMsgId:      req.GetClientMsgId(),
+		SenderId:         sender,
+		SenderPlatform:   p.Platform,
+		ConversationId:   ref.ID,
+		ConversationType: ref.Type,
+		GroupId:          ref.GroupID,
+		ContentType:      req.GetContentType(),
+		Content:          req.GetContent(),
+		ClientTime:       req.GetClientTime(),
+		ServerTime:       nowMillis(),
+		OfflinePush:      req.GetOfflinePush(),
+		Ex:               req.GetEx(),
+	}
+	if ref.Type == imlitev1.ConversationType_CONVERSATION_TYPE_SINGLE {
+		msg.RecvId = req.GetRecvId()
+	}
+	if o := req.GetOptions(); o != nil {
+		msg.Options = proto.CloneOf(o)
+	}
+	return msg
+}
+
+// newServerMsgID returns a UUIDv7: unique across pods and ordered by time,
+// which keeps index inserts local.
+func newServerMsgID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		// NewV7 fails only when the system random source fails.
+		return uuid.NewString()
+	}
+	return id.String()
+}
+
+// sendResult answers a waiting SendMsg.
+type sendResult struct {
+	resp *imlitev1.SendMsgResponse
+	err  error
+}
+
+// waiters maps the server_msg_id of each send in flight on this pod to the
+// channel its SendMsg waits on.
+type waiters struct {
+	mu sync.Mutex
+	m  map[string]chan sendResult
+}
+
+func newWaiters() *waiters { return &waiters{m: make(map[string]chan sendResult)} }
+
+func (w *waiters) add(id string) <-chan sendResult {
+	ch := make(chan sendResult, 1)
+	w.mu.Lock()
+	w.m[id] = ch
+	w.mu.Unlock()
+	return ch
+}
+
+func (w *waiters) remove(id string) {
+	w.mu.Lock()
+	delete(w.m, id)
+	w.mu.Unlock()
+}
+
+// complete answers the waiter of id, if it is still waiting on this pod.
+func (w *waiters) complete(id string, res sendResult) {
+	w.mu.Lock()
+	ch, ok := w.m[id]
+	delete(w.m, id)
+	w.mu.Unlock()
+	if ok {
+		ch <- res
+	}
+}
+
+func failureResult(code int32, message string) sendResult {
+	return sendResult{err: &apierr.Error{Code: codes.Code(code), Message: message}}
+}

@@ -1,0 +1,239 @@
+package ws
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/imlite/imlite/server/apierr"
+	"github.com/imlite/imlite/server/auth"
+)
+
+// Paths the endpoint answers on: /ws, and / for clients of IM-Lite-Server.
+var Paths = []string{"/ws", "/"}
+
+// ServeHTTP authenticates and upgrades a websocket connection. Every refusal
+// is answered before the upgrade, with a JSON body {"code", "message"}:
+// 401 for missing, invalid, expired or revoked tokens, 403 for a refused
+// origin, 400 for a bad request, 503 at Websocket.MaxConnNum.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !slices.Contains(Paths, r.URL.Path) {
+		writeError(w, http.StatusNotFound, 5, "no websocket endpoint at "+r.URL.Path+"; connect to /ws")
+		return
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		writeError(w, http.StatusUpgradeRequired, 3, "this endpoint speaks websocket; send an upgrade request")
+		return
+	}
+	if h.stopping.Load() {
+		writeError(w, http.StatusServiceUnavailable, 14, "server is shutting down; connect to another pod")
+		return
+	}
+	if !h.originAllowed(r) {
+		writeError(w, http.StatusForbidden, 7, "origin "+r.Header.Get("Origin")+" is not in Websocket.AllowedOrigins")
+		return
+	}
+
+	// 1. Credentials: the Authorization header, or ?token= for browsers,
+	// which cannot set headers on an upgrade.
+	header := r.Header.Get("Authorization")
+	if header == "" && r.URL.Query().Get("token") != "" {
+		header = "Bearer " + r.URL.Query().Get("token")
+	}
+	token, err := auth.ParseBearer(header)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, 16, err.Error()+"; send \"Authorization: Bearer <token>\" or ?token=<token>")
+		return
+	}
+	p, err := h.svc.Authenticate(r.Context(), token)
+	if err != nil {
+		e := apierr.From(err)
+		status := http.StatusUnauthorized
+		if e.Code != 16 {
+			status = http.StatusServiceUnavailable
+		}
+		writeError(w, status, int(e.Code), e.Message)
+		return
+	}
+	enc, err := ParseEncoding(r.URL.Query().Get("encoding"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, 3, err.Error())
+		return
+	}
+
+	// 2. A slot under MaxConnNum, reserved before the upgrade so a burst of
+	// connects cannot overshoot.
+	if !h.reserveSlot() {
+		writeError(w, http.StatusServiceUnavailable, 8, "server is at Websocket.MaxConnNum connections; retry later or connect to another pod")
+		return
+	}
+
+	// 3. Upgrade and register.
+	c, err := h.upgrade(w, r)
+	if err != nil {
+		h.active.Add(-1)
+		h.log.Debug("websocket upgrade failed", "user_id", p.UserID, "err", err)
+		return
+	}
+	c.p, c.enc = p, enc
+	if err := h.start(c); err != nil {
+		h.log.Error("start connection", "user_id", p.UserID, "err", err)
+	}
+}
+
+func (h *Hub) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if len(h.opts.AllowedOrigins) == 0 || origin == "" {
+		return true
+	}
+	for _, o := range h.opts.AllowedOrigins {
+		if strings.EqualFold(o, origin) || o == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *Hub) reserveSlot() bool {
+	for {
+		n := h.active.Load()
+		if n >= int64(h.opts.MaxConnNum) {
+			return false
+		}
+		if h.active.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// writeBufferPool lends gorilla its write buffers only while a message is
+// written, instead of one buffer per connection.
+var writeBufferPool websocket.BufferPool = &sync.Pool{}
+
+// upgrade completes the handshake on a socket whose writes go through a
+// batchConn. Gorilla gets a small read buffer of its own, which it never
+// uses because this package parses client frames itself.
+func (h *Hub) upgrade(w http.ResponseWriter, r *http.Request) (*conn, error) {
+	hw := &hijackWriter{ResponseWriter: w}
+	u := websocket.Upgrader{
+		ReadBufferSize:    128,
+		WriteBufferPool:   writeBufferPool,
+		HandshakeTimeout:  10 * time.Second,
+		EnableCompression: h.opts.Compression,
+		CheckOrigin:       func(*http.Request) bool { return true },
+	}
+	wsConn, err := u.Upgrade(hw, r, nil)
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{h: h, id: h.newConnID(), ws: wsConn, netConn: hw.conn, closed: make(chan struct{})}
+	c.parser = wireParser{maxMessage: h.opts.MaxFrameBytes, compression: hw.conn.handshakeCompressed}
+	sc, ok := hw.conn.Conn.(syscall.Conn)
+	if !ok {
+		wsConn.Close()
+		return nil, errors.New("connection does not expose its socket")
+	}
+	if c.raw, err = sc.SyscallConn(); err != nil {
+		wsConn.Close()
+		return nil, err
+	}
+	if err := c.raw.Control(func(fd uintptr) { c.fd = int(fd) }); err != nil {
+		wsConn.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// start registers an upgraded connection, records it in presence (which
+// also replaces an older connection of the same user and platform) and
+// starts reading.
+func (h *Hub) start(c *conn) error {
+	now := time.Now()
+	c.opened = now
+	c.lastRead.Store(now.UnixNano())
+	c.lastPing.Store(now.UnixNano())
+	h.register(c)
+	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+	defer cancel()
+	if err := h.svc.ConnectionOpened(ctx, c.p, c.id, now); err != nil {
+		e := apierr.From(err)
+		c.sendFrame(errorFrame("", int32(e.Code), e.Message, nil), c.enc)
+		c.closeWith(websocket.CloseInternalServerErr, "cannot register the connection: "+e.Message, false)
+		return err
+	}
+	if err := h.poller.add(c); err != nil {
+		c.closeWith(websocket.CloseInternalServerErr, "cannot watch the connection", false)
+		return err
+	}
+	h.log.Debug("connection opened", "conn_id", c.id, "user_id", c.p.UserID, "platform", c.p.Platform, "encoding", c.enc.String())
+	return nil
+}
+
+// hijackWriter hands gorilla a batchConn instead of the raw socket, so this
+// package controls how writes reach it.
+type hijackWriter struct {
+	http.ResponseWriter
+	conn *batchConn
+}
+
+func (hw *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := hw.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("response writer cannot hijack the connection")
+	}
+	nc, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	hw.conn = &batchConn{Conn: nc}
+	return hw.conn, brw, nil
+}
+
+func writeError(w http.ResponseWriter, status, code int, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"code": code, "message": message})
+}
+
+// Server serves the hub on the websocket port.
+type Server struct {
+	hub  *Hub
+	http *http.Server
+}
+
+// NewServer returns a server for the hub.
+func NewServer(hub *Hub) *Server {
+	return &Server{hub: hub, http: &http.Server{
+		Handler:           hub,
+		ReadHeaderTimeout: 10 * time.Second,
+		// Hijacked connections leave the server's tracking, so its idle
+		// timeout applies only to requests that were refused.
+		IdleTimeout: 30 * time.Second,
+	}}
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.http.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, closes every connection with 1001 (going away)
+// and waits for them, bounded by ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	return errors.Join(err, s.hub.Close(ctx))
+}
