@@ -22,7 +22,8 @@ import (
 //
 // A retry with the same (sender, client_msg_id) returns the first result. A
 // send that times out returns DeadlineExceeded with the server_msg_id in the
-// error metadata; the message may still be stored, and a retry tells.
+// error metadata; the message may still be stored, and a retry returns its
+// result.
 func (s *Service) SendMsg(ctx context.Context, req *imlitev1.SendMsgRequest) (*imlitev1.SendMsgResponse, error) {
 	pending, err := s.AcceptMsg(ctx, req)
 	if err != nil {
@@ -101,7 +102,7 @@ func (p *PendingSend) Wait(ctx context.Context) (*imlitev1.SendMsgResponse, erro
 	return p.s.awaitStored(ctx, p.wait, p.serverMsgID)
 }
 
-// awaitStored waits for the push stage to answer the send.
+// awaitStored waits until the push stage completes the send.
 func (s *Service) awaitStored(ctx context.Context, wait <-chan sendResult, serverMsgID string) (*imlitev1.SendMsgResponse, error) {
 	timer := time.NewTimer(s.timeout)
 	defer timer.Stop()
@@ -269,13 +270,14 @@ func (s *Service) newMessage(p auth.Principal, sender string, ref ConversationRe
 func newServerMsgID() string {
 	id, err := uuid.NewV7()
 	if err != nil {
-		// NewV7 fails only when the system random source fails.
+		// NewV7 returns an error only when reading the system random
+		// source fails; a random UUID is still unique.
 		return uuid.NewString()
 	}
 	return id.String()
 }
 
-// sendResult answers a waiting SendMsg.
+// sendResult is the result of a waiting SendMsg.
 type sendResult struct {
 	resp *imlitev1.SendMsgResponse
 	err  error
@@ -304,7 +306,8 @@ func (w *waiters) remove(id string) {
 	w.mu.Unlock()
 }
 
-// complete answers the waiter of id, if it is still waiting on this pod.
+// complete delivers res to the waiter of id, if it is still waiting on
+// this pod.
 func (w *waiters) complete(id string, res sendResult) {
 	w.mu.Lock()
 	ch, ok := w.m[id]

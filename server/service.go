@@ -1,8 +1,8 @@
 // Package server is imlite's service core. It holds every business rule
 // (authorisation, validation, seq allocation, idempotence, fan-out) and
-// knows no transport: the gRPC, REST and Connect wiring in server/api and the
-// websocket adapter in ws call the same methods, which take and return the
-// generated imlite.v1 messages.
+// depends on no transport. The gRPC, REST and Connect wiring in server/api
+// and the websocket adapter in ws call the same methods, which take and
+// return the generated imlite.v1 messages.
 //
 // A message goes through two stages, each behind a queue: SendMsg validates
 // it and publishes it to the msg topic; the store stage (handleMsgs) assigns
@@ -140,7 +140,7 @@ type Deliverer interface {
 	Disconnect(d Disconnect)
 }
 
-// DisconnectKind tells a kick from a replacement.
+// DisconnectKind distinguishes a kick from a replacement.
 type DisconnectKind int
 
 const (
@@ -230,7 +230,7 @@ func (s *Service) PodName() string { return s.pod }
 func (s *Service) Signer() *auth.Signer { return s.signer }
 
 // SetDeliverer attaches the local connection hub. Pushes that arrive while no
-// deliverer is attached still answer waiting senders.
+// deliverer is attached still complete waiting sends.
 func (s *Service) SetDeliverer(d Deliverer) {
 	s.mu.Lock()
 	s.deliverer = d

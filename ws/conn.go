@@ -26,10 +26,10 @@ type outFrame struct {
 	last bool
 }
 
-// conn is one client connection. Reads are driven by the poller, which hands
-// a connection to one worker at a time; writes go through a bounded queue
-// drained by the writer pool; requests run in order on a goroutine that
-// exists only while requests are queued.
+// conn is one client connection. The poller drives its reads and hands it to
+// one worker at a time. Writes go through a bounded queue that the writer
+// pool drains. Requests run in order on a goroutine that exists only while
+// requests are queued.
 type conn struct {
 	h        *Hub
 	id       string

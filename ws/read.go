@@ -15,7 +15,7 @@ import (
 // poller watches connections for readable data and calls Hub.readReady.
 type poller interface {
 	add(c *conn) error
-	// rearm asks for the next readable event of c.
+	// rearm requests the next readable event of c.
 	rearm(c *conn)
 	remove(c *conn)
 	close()
@@ -34,9 +34,9 @@ var readBuffers = sync.Pool{New: func() any { b := make([]byte, readBufferSize);
 // the frames. It never blocks: requests run on the connection's request
 // goroutine and replies go through the send queue.
 func (h *Hub) readReady(c *conn) {
-	// The poller already hands a connection to one worker at a time, but
-	// through the kernel, which the race detector cannot see; the mutex
-	// makes the ordering visible to it and costs nothing uncontended.
+	// The poller already hands a connection to one worker at a time, but it
+	// does so through the kernel, which the race detector cannot see. The
+	// mutex makes that ordering visible and costs nothing uncontended.
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
 	bufp := readBuffers.Get().(*[]byte)
@@ -122,8 +122,8 @@ func parseClosePayload(p []byte) (int, string) {
 	return code, reason
 }
 
-// badFrame answers an undecodable frame with an error frame and closes the
-// connection when the client keeps sending them.
+// badFrame replies to an undecodable frame with an error frame and closes
+// the connection when the client keeps sending them.
 func (c *conn) badFrame(f *imlitev1.Frame, enc Encoding, problem string) {
 	now := time.Now()
 	c.mu.Lock()

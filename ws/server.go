@@ -19,11 +19,11 @@ import (
 	"github.com/imlite/imlite/server/auth"
 )
 
-// Paths the endpoint answers on: /ws, and / for clients of IM-Lite-Server.
+// Paths are the endpoint's paths: /ws, and / for clients of IM-Lite-Server.
 var Paths = []string{"/ws", "/"}
 
 // ServeHTTP authenticates and upgrades a websocket connection. Every refusal
-// is answered before the upgrade, with a JSON body {"code", "message"}:
+// gets an HTTP error before the upgrade, with a JSON body {"code", "message"}:
 // 401 for missing, invalid, expired or revoked tokens, 403 for a refused
 // origin, 400 for a bad request, 503 at Websocket.MaxConnNum.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {

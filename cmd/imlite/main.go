@@ -37,6 +37,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(rest, stderr)
 	case "token":
 		err = token(rest, stdout, stderr)
+	case "chat":
+		err = chat(rest, os.Stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "imlite", version)
 	case "help":

@@ -8,10 +8,12 @@ import (
 	"net/http"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	imlitev1 "github.com/imlite/imlite/gen/imlite/v1"
 	"github.com/imlite/imlite/server"
+	"github.com/imlite/imlite/server/apierr"
 	"github.com/imlite/imlite/server/auth"
 )
 
@@ -32,8 +34,18 @@ func NewGateway(ctx context.Context, svc *server.Service, log *slog.Logger) (htt
 			MarshalOptions:   JSONMarshalOptions,
 			UnmarshalOptions: JSONUnmarshalOptions,
 		}),
-		runtime.WithErrorHandler(func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
-			runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, clientError(ctx, log, r.Method+" "+r.URL.Path, err))
+		runtime.WithErrorHandler(func(ctx context.Context, _ *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+			writeRESTError(w, m, clientError(ctx, log, r.Method+" "+r.URL.Path, err), 0)
+		}),
+		runtime.WithRoutingErrorHandler(func(_ context.Context, _ *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, status int) {
+			e := apierr.NotFound("no route for %s %s; the routes are listed at %s", r.Method, r.URL.Path, OpenAPIPath)
+			switch status {
+			case http.StatusMethodNotAllowed:
+				e = &apierr.Error{Code: codes.Unimplemented, Message: "method " + r.Method + " is not allowed for " + r.URL.Path}
+			case http.StatusBadRequest:
+				e = apierr.InvalidArgument("malformed request path %s", r.URL.Path)
+			}
+			writeRESTError(w, m, e, status)
 		}),
 		runtime.WithMiddlewares(func(next runtime.HandlerFunc) runtime.HandlerFunc {
 			return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
@@ -52,4 +64,25 @@ func NewGateway(ctx context.Context, svc *server.Service, log *slog.Logger) (htt
 		return nil, fmt.Errorf("register REST routes: %w", err)
 	}
 	return mux, nil
+}
+
+// writeRESTError writes e as the JSON form of google.rpc.Status with the
+// given HTTP status, or when 0 the one grpc-gateway maps the code to. 401 answers carry a standard
+// RFC 6750 WWW-Authenticate header instead of the gateway's default, which
+// repeats the message there.
+func writeRESTError(w http.ResponseWriter, m runtime.Marshaler, e *apierr.Error, status int) {
+	st := e.GRPCStatus()
+	body, err := m.Marshal(st.Proto())
+	if err != nil {
+		body = []byte(`{"code":13,"message":"failed to encode the error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if e.Code == codes.Unauthenticated {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="imlite", error="invalid_token"`)
+	}
+	if status == 0 {
+		status = runtime.HTTPStatusFromCode(e.Code)
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
 }

@@ -45,8 +45,8 @@ type App struct {
 
 // New opens the backends and binds the listeners. Ports of 0 pick free
 // ports, which the Addr methods report.
-func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (a *App, err error) {
-	a = &App{cfg: cfg, log: log, health: health.NewServer()}
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err error) {
+	a := &App{cfg: cfg, log: log, health: health.NewServer()}
 	defer func() {
 		if err != nil {
 			a.closeAll()

@@ -382,11 +382,13 @@ func TestHTTPEndpoints(t *testing.T) {
 		status int
 		has    string
 	}{
+		{"/v1/messages:send", 405, "not allowed"},
 		{"/healthz", 200, `"status":"ok"`},
 		{"/readyz", 200, `"store":"ok"`},
 		{"/openapi.json", 200, `"/v1/messages:send"`},
 		{"/nope", 404, "/openapi.json"},
-		{"/v1/nope", 404, "Not Found"},
+		{"/v1/nope", 404, "no route for GET /v1/nope"},
+		{"/v1/conversations", 401, "Authorization"},
 	} {
 		resp, err := http.Get(base + tt.path)
 		if err != nil {
@@ -396,6 +398,9 @@ func TestHTTPEndpoints(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != tt.status || !strings.Contains(string(body), tt.has) {
 			t.Errorf("GET %s = %d %q, want %d containing %q", tt.path, resp.StatusCode, body, tt.status, tt.has)
+		}
+		if tt.status == 401 && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer ") {
+			t.Errorf("GET %s: WWW-Authenticate = %q, want a Bearer challenge", tt.path, resp.Header.Get("WWW-Authenticate"))
 		}
 	}
 

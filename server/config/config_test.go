@@ -175,6 +175,7 @@ func TestParseRejects(t *testing.T) {
 	}{
 		{"unknown key with suggestion", "Websocket:\n  port: 1\n", []string{"line 2", "Websocket.port", "unknown key", "did you mean Websocket.Port?"}},
 		{"unknown top-level key", "Listen: :1\n", []string{"line 1", "Listen", "unknown key"}},
+		{"typo with suggestion", "Websocket:\n  Prot: 1\n", []string{"Websocket.Prot", "did you mean Websocket.Port?"}},
 		{"wrong type", "Websocket:\n  Port: abc\n", []string{"line 2", "Websocket.Port", "want a whole number", `"abc"`}},
 		{"section given a scalar", "Mongo: yes\n", []string{"Mongo", "want a section"}},
 		{"list given a scalar", "Pushers:\n  Msg:\n    Addrs: 127.0.0.1:9092\n", []string{"Pushers.Msg.Addrs", "want a list of strings"}},

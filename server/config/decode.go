@@ -132,15 +132,44 @@ func fieldByTag(v reflect.Value, key string) (reflect.Value, bool) {
 	return reflect.Value{}, false
 }
 
-// suggest returns the key of t that matches key ignoring case, if any.
+// suggest returns the key of t closest to key: one that differs in case
+// only, else one within two edits, else "".
 func suggest(t reflect.Type, key string) string {
+	best, bestDist := "", 3
 	for i := 0; i < t.NumField(); i++ {
 		tag := t.Field(i).Tag.Get("yaml")
-		if tag != "-" && strings.EqualFold(tag, key) {
+		if tag == "-" || tag == "" {
+			continue
+		}
+		if strings.EqualFold(tag, key) {
 			return tag
 		}
+		if d := editDistance(strings.ToLower(tag), strings.ToLower(key)); d < bestDist {
+			best, bestDist = tag, d
+		}
 	}
-	return ""
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func joinKey(path, key string) string {
