@@ -75,11 +75,11 @@ func (s *Service) pushDelivery(ctx context.Context, d Deliverer, ev *busv1.Deliv
 	if local {
 		except = ev.GetOriginConn()
 	}
-	d.Deliver(msg, recipients, except)
 	var storedAt time.Time
 	if ev.GetStoredAtMicros() > 0 {
 		storedAt = time.UnixMicro(ev.GetStoredAtMicros())
 	}
+	d.Deliver(msg, recipients, except, storedAt)
 	s.obs.Pushed(msg, len(recipients), storedAt)
 }
 

@@ -214,8 +214,10 @@ type MsgProducer interface {
 }
 
 // MsgHandler processes a batch of msg records, in topic order per
-// conversation. The consumer acknowledges the batch only when it returns nil;
-// otherwise the records are redelivered.
+// conversation. The consumer acknowledges the batch only when it returns nil.
+// The core's handler retries backend failures itself and returns an error
+// only when ctx ended; the consumer then stops without acknowledging, and a
+// durable queue redelivers the records to the next consumer.
 type MsgHandler func(ctx context.Context, recs []*busv1.MsgRecord) error
 
 // MsgConsumer runs the store stage: it reads the msg topic in batches until

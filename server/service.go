@@ -134,8 +134,9 @@ func (b Backends) check() error {
 // implements it. Methods must not block on a slow connection.
 type Deliverer interface {
 	// Deliver sends msg to every local connection of the users, except the
-	// connection exceptConn (empty: none).
-	Deliver(msg *imlitev1.Message, userIDs []string, exceptConn string)
+	// connection exceptConn (empty: none). storedAt is when the message was
+	// stored, zero for a transient one, for the store-to-deliver latency.
+	Deliver(msg *imlitev1.Message, userIDs []string, exceptConn string, storedAt time.Time)
 	// Disconnect closes the local connections that d matches.
 	Disconnect(d Disconnect)
 }

@@ -24,6 +24,9 @@ type outFrame struct {
 	msgType  int
 	// last ends the connection after this frame (a close frame).
 	last bool
+	// storedAt is the storage time of a pushed stored message, for the
+	// store-to-deliver latency once written.
+	storedAt time.Time
 }
 
 // conn is one client connection. The poller drives its reads and hands it to
@@ -137,6 +140,9 @@ func (c *conn) writeBatch(batch []outFrame) (last bool, err error) {
 			break
 		}
 		c.h.metrics.frameOut()
+		if f.prepared != nil {
+			c.h.metrics.Delivered(f.storedAt)
+		}
 		if f.last {
 			last = true
 			break
@@ -150,6 +156,9 @@ func (c *conn) writeBatch(batch []outFrame) (last bool, err error) {
 
 // sendFrame encodes f in the given encoding and queues it.
 func (c *conn) sendFrame(f *imlitev1.Frame, enc Encoding) {
+	if e := f.GetError(); e != nil {
+		c.h.metrics.Error(e.GetCode())
+	}
 	data, err := EncodeFrame(enc, f)
 	if err != nil {
 		c.h.log.Error("encode frame", "conn_id", c.id, "err", err)

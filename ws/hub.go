@@ -108,19 +108,22 @@ type Observer interface {
 	FrameIn()
 	FrameOut()
 	SlowConsumer()
-	// Delivered counts pushes queued to connections; storedAt is zero for
-	// transient messages.
-	Delivered(n int, storedAt time.Time)
+	// Delivered counts a push written to a connection; storedAt is zero for
+	// a transient message.
+	Delivered(storedAt time.Time)
+	// Error counts an error frame sent for a failed request or bad frame.
+	Error(code int32)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) ConnOpened(string)        {}
-func (nopObserver) ConnClosed(string, int)   {}
-func (nopObserver) FrameIn()                 {}
-func (nopObserver) FrameOut()                {}
-func (nopObserver) SlowConsumer()            {}
-func (nopObserver) Delivered(int, time.Time) {}
+func (nopObserver) ConnOpened(string)      {}
+func (nopObserver) ConnClosed(string, int) {}
+func (nopObserver) FrameIn()               {}
+func (nopObserver) FrameOut()              {}
+func (nopObserver) SlowConsumer()          {}
+func (nopObserver) Delivered(time.Time)    {}
+func (nopObserver) Error(int32)            {}
 
 // metricsAdapter gives conn code short names for observer calls.
 type metricsAdapter struct{ Observer }
@@ -265,9 +268,8 @@ func (h *Hub) userConns(userID string) []*conn {
 
 // Deliver queues a push of msg to every connection of the users except
 // exceptConn. The frame is encoded once per encoding and shared.
-func (h *Hub) Deliver(msg *imlitev1.Message, userIDs []string, exceptConn string) {
+func (h *Hub) Deliver(msg *imlitev1.Message, userIDs []string, exceptConn string, storedAt time.Time) {
 	var prepared [3]*websocket.PreparedMessage
-	n := 0
 	for _, u := range userIDs {
 		for _, c := range h.userConns(u) {
 			if c.id == exceptConn {
@@ -283,13 +285,8 @@ func (h *Hub) Deliver(msg *imlitev1.Message, userIDs []string, exceptConn string
 				}
 				prepared[c.enc] = pm
 			}
-			if c.enqueue(outFrame{prepared: pm}) {
-				n++
-			}
+			c.enqueue(outFrame{prepared: pm, storedAt: storedAt})
 		}
-	}
-	if n > 0 {
-		h.metrics.Delivered(n, time.Time{})
 	}
 }
 

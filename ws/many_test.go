@@ -28,7 +28,7 @@ func TestThousandConnectionsNoLossNoDuplicates(t *testing.T) {
 		for m := range members {
 			ids[m] = fmt.Sprintf("g%d-u%d", g, m)
 		}
-		admin.call(&imlitev1.Frame{Body: &imlitev1.Frame_CreateGroup{CreateGroup: &imlitev1.CreateGroupRequest{GroupId: fmt.Sprintf("g%d", g), OwnerId: ids[0], MemberIds: ids}}})
+		admin.Call(&imlitev1.Frame{Body: &imlitev1.Frame_CreateGroup{CreateGroup: &imlitev1.CreateGroupRequest{GroupId: fmt.Sprintf("g%d", g), OwnerId: ids[0], MemberIds: ids}}})
 	}
 
 	// 1. Connect everyone.
@@ -69,7 +69,7 @@ func TestThousandConnectionsNoLossNoDuplicates(t *testing.T) {
 				defer wg.Done()
 				for i := range perMember {
 					req := &imlitev1.SendMsgRequest{ClientMsgId: fmt.Sprintf("m%d", i), GroupId: fmt.Sprintf("g%d", g), Content: fmt.Sprintf("g%d-u%d #%d", g, m, i)}
-					c.send(&imlitev1.Frame{Body: &imlitev1.Frame_SendMsg{SendMsg: req}})
+					c.Send(&imlitev1.Frame{Body: &imlitev1.Frame_SendMsg{SendMsg: req}})
 				}
 			}()
 		}
@@ -80,8 +80,8 @@ func TestThousandConnectionsNoLossNoDuplicates(t *testing.T) {
 	want := (members - 1) * perMember
 	for g := range groups {
 		for m, c := range clients[g] {
-			c.waitPushes(want, 60*time.Second)
-			got := c.pushes()
+			c.WaitPushes(want, 60*time.Second)
+			got := c.Pushes()
 			if len(got) != want {
 				t.Fatalf("g%d-u%d got %d pushes, want %d", g, m, len(got), want)
 			}
@@ -102,7 +102,7 @@ func TestThousandConnectionsNoLossNoDuplicates(t *testing.T) {
 	}
 
 	// 4. The group's seqs are 1..N with none missing.
-	pulled := admin.call(&imlitev1.Frame{Body: &imlitev1.Frame_PullMsg{PullMsg: &imlitev1.PullMsgRequest{ConversationId: "g:g0", Limit: 500}}}).GetPullMsgResp()
+	pulled := admin.Call(&imlitev1.Frame{Body: &imlitev1.Frame_PullMsg{PullMsg: &imlitev1.PullMsgRequest{ConversationId: "g:g0", Limit: 500}}}).GetPullMsgResp()
 	if int(pulled.GetMaxSeq()) != members*perMember || len(pulled.GetMessages()) != members*perMember {
 		t.Errorf("g0 max seq %d with %d messages, want %d", pulled.GetMaxSeq(), len(pulled.GetMessages()), members*perMember)
 	}
@@ -113,7 +113,7 @@ func TestOnlineStatusFollowsConnections(t *testing.T) {
 	web := e.dial("alice", "web")
 	e.dial("alice", "ios")
 	status := func() []*imlitev1.UserOnlineStatus {
-		return web.call(&imlitev1.Frame{Body: &imlitev1.Frame_GetOnlineStatus{GetOnlineStatus: &imlitev1.GetOnlineStatusRequest{UserIds: []string{"alice", "bob"}}}}).GetGetOnlineStatusResp().GetStatuses()
+		return web.Call(&imlitev1.Frame{Body: &imlitev1.Frame_GetOnlineStatus{GetOnlineStatus: &imlitev1.GetOnlineStatusRequest{UserIds: []string{"alice", "bob"}}}}).GetGetOnlineStatusResp().GetStatuses()
 	}
 	got := status()
 	if !got[0].GetOnline() || !slices.Equal(got[0].GetPlatforms(), []string{"ios", "web"}) || got[1].GetOnline() {
@@ -122,7 +122,7 @@ func TestOnlineStatusFollowsConnections(t *testing.T) {
 
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+e.token("bob", "android", false))
-	bob, _, err := websocket.DefaultDialer.Dial(e.url(""), h)
+	bob, _, err := websocket.DefaultDialer.Dial(e.url(), h)
 	if err != nil {
 		t.Fatal(err)
 	}

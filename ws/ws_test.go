@@ -27,26 +27,26 @@ func TestChatBothWaysAndDevices(t *testing.T) {
 	bob := e.dial("bob", "android")
 
 	// 1. alice -> bob reaches bob and alice's other device, not the sender.
-	sent := alicePhone.sendText("bob", "", "a1", "hi bob")
+	sent := alicePhone.SendText("bob", "", "a1", "hi bob")
 	if sent.GetSeq() != 1 || sent.GetConversationId() != "s:alice:bob" {
 		t.Fatalf("send response = %v, want seq 1 in s:alice:bob", sent)
 	}
-	got := bob.waitPush("push of a1 to bob", func(m *imlitev1.Message) bool { return m.GetClientMsgId() == "a1" })
+	got := bob.WaitPush("push of a1 to bob", func(m *imlitev1.Message) bool { return m.GetClientMsgId() == "a1" })
 	if got.GetContent() != "hi bob" || got.GetSenderId() != "alice" || got.GetSeq() != 1 {
 		t.Errorf("bob got %v", got)
 	}
-	aliceWeb.waitPush("push of a1 to alice's web device (JSON)", func(m *imlitev1.Message) bool { return m.GetClientMsgId() == "a1" })
+	aliceWeb.WaitPush("push of a1 to alice's web device (JSON)", func(m *imlitev1.Message) bool { return m.GetClientMsgId() == "a1" })
 
 	// 2. bob -> alice reaches both of alice's devices.
-	bob.sendText("alice", "", "b1", "hi alice 👋")
+	bob.SendText("alice", "", "b1", "hi alice 👋")
 	for name, c := range map[string]*client{"phone": alicePhone, "web": aliceWeb} {
-		m := c.waitPush("push of b1 to alice's "+name, func(m *imlitev1.Message) bool { return m.GetClientMsgId() == "b1" })
+		m := c.WaitPush("push of b1 to alice's "+name, func(m *imlitev1.Message) bool { return m.GetClientMsgId() == "b1" })
 		if m.GetSeq() != 2 || m.GetContent() != "hi alice 👋" {
 			t.Errorf("alice's %s got %v, want seq 2", name, m)
 		}
 	}
 	time.Sleep(100 * time.Millisecond)
-	for _, m := range alicePhone.pushes() {
+	for _, m := range alicePhone.Pushes() {
 		if m.GetClientMsgId() == "a1" {
 			t.Error("the sending connection got a push of its own message")
 		}
@@ -56,16 +56,16 @@ func TestChatBothWaysAndDevices(t *testing.T) {
 func TestGroupOfThree(t *testing.T) {
 	e := startEnv(t, "")
 	alice, bob, carol := e.dial("alice", "web"), e.dial("bob", "web"), e.dial("carol", "web")
-	created := alice.call(&imlitev1.Frame{Body: &imlitev1.Frame_CreateGroup{CreateGroup: &imlitev1.CreateGroupRequest{GroupId: "trio", MemberIds: []string{"bob", "carol"}}}})
+	created := alice.Call(&imlitev1.Frame{Body: &imlitev1.Frame_CreateGroup{CreateGroup: &imlitev1.CreateGroupRequest{GroupId: "trio", MemberIds: []string{"bob", "carol"}}}})
 	if created.GetCreateGroupResp().GetGroup().GetMemberCount() != 3 {
 		t.Fatalf("group = %v, want 3 members", created.GetCreateGroupResp())
 	}
 	for i, c := range []*client{alice, bob, carol} {
-		c.sendText("", "trio", fmt.Sprintf("m%d", i), fmt.Sprintf("from %d", i))
+		c.SendText("", "trio", fmt.Sprintf("m%d", i), fmt.Sprintf("from %d", i))
 	}
 	for name, c := range map[string]*client{"alice": alice, "bob": bob, "carol": carol} {
 		var seqs []int64
-		for _, m := range c.waitPushes(2, 5*time.Second) {
+		for _, m := range c.WaitPushes(2, 5*time.Second) {
 			seqs = append(seqs, m.GetSeq())
 		}
 		if !slices.IsSorted(seqs) || len(seqs) != 2 {
@@ -78,16 +78,16 @@ func TestOfflineUserCatchesUp(t *testing.T) {
 	e := startEnv(t, "")
 	alice := e.dial("alice", "web")
 	for i := 1; i <= 3; i++ {
-		alice.sendText("bob", "", fmt.Sprintf("o%d", i), fmt.Sprintf("msg %d", i))
+		alice.SendText("bob", "", fmt.Sprintf("o%d", i), fmt.Sprintf("msg %d", i))
 	}
 
 	bob := e.dial("bob", "web")
-	list := bob.call(&imlitev1.Frame{Body: &imlitev1.Frame_ListConversations{ListConversations: &imlitev1.ListConversationsRequest{}}}).GetListConversationsResp()
+	list := bob.Call(&imlitev1.Frame{Body: &imlitev1.Frame_ListConversations{ListConversations: &imlitev1.ListConversationsRequest{}}}).GetListConversationsResp()
 	if len(list.GetConversations()) != 1 || list.GetConversations()[0].GetUnreadCount() != 3 {
 		t.Fatalf("bob's conversations = %v, want one with 3 unread", list)
 	}
 	conv := list.GetConversations()[0]
-	pulled := bob.call(&imlitev1.Frame{Body: &imlitev1.Frame_PullMsg{PullMsg: &imlitev1.PullMsgRequest{ConversationId: conv.GetConversationId(), BeginSeq: conv.GetReadSeq() + 1}}}).GetPullMsgResp()
+	pulled := bob.Call(&imlitev1.Frame{Body: &imlitev1.Frame_PullMsg{PullMsg: &imlitev1.PullMsgRequest{ConversationId: conv.GetConversationId(), BeginSeq: conv.GetReadSeq() + 1}}}).GetPullMsgResp()
 	var contents []string
 	for _, m := range pulled.GetMessages() {
 		contents = append(contents, m.GetContent())
@@ -95,7 +95,7 @@ func TestOfflineUserCatchesUp(t *testing.T) {
 	if want := []string{"msg 1", "msg 2", "msg 3"}; !slices.Equal(contents, want) {
 		t.Errorf("pulled %q, want %q", contents, want)
 	}
-	read := bob.call(&imlitev1.Frame{Body: &imlitev1.Frame_MarkRead{MarkRead: &imlitev1.MarkReadRequest{ConversationId: conv.GetConversationId()}}}).GetMarkReadResp()
+	read := bob.Call(&imlitev1.Frame{Body: &imlitev1.Frame_MarkRead{MarkRead: &imlitev1.MarkReadRequest{ConversationId: conv.GetConversationId()}}}).GetMarkReadResp()
 	if read.GetReadSeq() != 3 || read.GetUnreadCount() != 0 {
 		t.Errorf("mark read = %v, want read 3, unread 0", read)
 	}
@@ -120,14 +120,14 @@ func TestKickThroughRESTClosesSocket(t *testing.T) {
 		t.Fatalf("kick: HTTP %d", resp.StatusCode)
 	}
 
-	code, reason := alice.waitClosed(time.Second)
+	code, reason := alice.WaitClosed(time.Second)
 	if elapsed := time.Since(start); elapsed > time.Second {
 		t.Errorf("socket closed %v after the kick, want within 1s", elapsed)
 	}
 	if code != ws.CloseKicked || reason != "account locked" {
 		t.Errorf("close = %d %q, want %d %q", code, reason, ws.CloseKicked, "account locked")
 	}
-	notice := alice.wait(time.Second, "kick notice", func(f *imlitev1.Frame) bool { return f.GetKick() != nil })
+	notice := alice.Wait(time.Second, "kick notice", func(f *imlitev1.Frame) bool { return f.GetKick() != nil })
 	if notice.GetKick().GetReason() != "account locked" {
 		t.Errorf("kick notice = %v", notice.GetKick())
 	}
@@ -145,22 +145,22 @@ func TestKickThroughRESTClosesSocket(t *testing.T) {
 	if err := json.Unmarshal(data, &apiErr); err != nil || !strings.Contains(apiErr.Message, "revoked") {
 		t.Errorf("401 body = %q, want JSON naming the revocation", data)
 	}
-	other.sendText("bob", "", "still-here", "ios is still connected")
+	other.SendText("bob", "", "still-here", "ios is still connected")
 }
 
 func TestReplacementClosesOldConnection(t *testing.T) {
 	e := startEnv(t, "")
 	first := e.dial("alice", "web")
-	first.sendText("bob", "", "x", "ping")
+	first.SendText("bob", "", "x", "ping")
 	second := e.dial("alice", "web")
 
-	code, _ := first.waitClosed(2 * time.Second)
+	code, _ := first.WaitClosed(2 * time.Second)
 	if code != ws.CloseReplaced {
 		t.Errorf("old connection closed with %d, want %d", code, ws.CloseReplaced)
 	}
-	first.wait(time.Second, "kick notice on the old connection", func(f *imlitev1.Frame) bool { return f.GetKick() != nil })
+	first.Wait(time.Second, "kick notice on the old connection", func(f *imlitev1.Frame) bool { return f.GetKick() != nil })
 	// The new one keeps working.
-	second.sendText("bob", "", "y", "still here")
+	second.SendText("bob", "", "y", "still here")
 }
 
 func TestSlowConsumerIsDisconnected(t *testing.T) {
@@ -170,12 +170,12 @@ func TestSlowConsumerIsDisconnected(t *testing.T) {
 	// The slow client completes the handshake and then never reads.
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+e.token("slow", "web", false))
-	slow, _, err := websocket.DefaultDialer.Dial(e.url("encoding=proto"), h)
+	slow, _, err := websocket.DefaultDialer.Dial(e.url()+"?encoding=proto", h)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer slow.Close()
-	sender.call(&imlitev1.Frame{Body: &imlitev1.Frame_CreateGroup{CreateGroup: &imlitev1.CreateGroupRequest{GroupId: "room", MemberIds: []string{"fast", "slow"}}}})
+	sender.Call(&imlitev1.Frame{Body: &imlitev1.Frame_CreateGroup{CreateGroup: &imlitev1.CreateGroupRequest{GroupId: "room", MemberIds: []string{"fast", "slow"}}}})
 
 	// Large messages fill the slow client's socket buffers, then its queue.
 	content := strings.Repeat("x", 60<<10)
@@ -186,14 +186,14 @@ func TestSlowConsumerIsDisconnected(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			req := &imlitev1.SendMsgRequest{ClientMsgId: fmt.Sprintf("big-%d", i), GroupId: "room", Content: content}
-			sender.send(&imlitev1.Frame{Body: &imlitev1.Frame_SendMsg{SendMsg: req}})
+			sender.Send(&imlitev1.Frame{Body: &imlitev1.Frame_SendMsg{SendMsg: req}})
 		}()
 		if i%50 == 49 {
 			wg.Wait()
 		}
 	}
 	wg.Wait()
-	fast.waitPushes(n, 30*time.Second)
+	fast.WaitPushes(n, 30*time.Second)
 
 	deadline := time.Now().Add(10 * time.Second)
 	for e.app.Hub().Count() > 2 {
@@ -222,26 +222,26 @@ func TestBadFrames(t *testing.T) {
 			{"unknown JSON field", websocket.TextMessage, []byte(`{"req_id": "j2", "shout": {}}`), "shout"},
 		}
 		for _, tc := range cases {
-			if err := c.conn.WriteMessage(tc.msgType, tc.data); err != nil {
+			if err := c.WriteRaw(tc.msgType, tc.data); err != nil {
 				t.Fatal(err)
 			}
-			f := c.wait(2*time.Second, "error frame for "+tc.name, func(f *imlitev1.Frame) bool {
+			f := c.Wait(2*time.Second, "error frame for "+tc.name, func(f *imlitev1.Frame) bool {
 				return f.GetError() != nil && strings.Contains(f.GetError().GetMessage(), tc.want)
 			})
 			if f.GetError().GetCode() != int32(codes.InvalidArgument) {
 				t.Errorf("%s: code %d, want InvalidArgument", tc.name, f.GetError().GetCode())
 			}
 		}
-		id := c.send(&imlitev1.Frame{Body: &imlitev1.Frame_Push{Push: &imlitev1.PushMsg{}}})
-		f := c.reply(id)
+		id := c.Send(&imlitev1.Frame{Body: &imlitev1.Frame_Push{Push: &imlitev1.PushMsg{}}})
+		f := c.Reply(id)
 		if f.GetError() == nil || !strings.Contains(f.GetError().GetMessage(), "push") {
 			t.Errorf("server-only body: got %v, want an error naming push", f)
 		}
 		// Still usable: a good request works.
-		c.sendText("bob", "", "ok-1", "fine")
+		c.SendText("bob", "", "ok-1", "fine")
 		// A fifth bad frame passes the limit of 4 per minute.
-		_ = c.conn.WriteMessage(websocket.BinaryMessage, []byte{0xff})
-		code, reason := c.waitClosed(2 * time.Second)
+		_ = c.WriteRaw(websocket.BinaryMessage, []byte{0xff})
+		code, reason := c.WaitClosed(2 * time.Second)
 		if code != ws.ClosePolicyViolation || !strings.Contains(reason, "malformed") {
 			t.Errorf("close = %d %q, want %d for repeated garbage", code, reason, ws.ClosePolicyViolation)
 		}
@@ -250,10 +250,10 @@ func TestBadFrames(t *testing.T) {
 	// 2. A frame over MaxFrameBytes closes with 1009.
 	{
 		c := e.dialWith(e.token("bob", "web", false), ws.Binary)
-		if err := c.conn.WriteMessage(websocket.BinaryMessage, bytes.Repeat([]byte{1}, 70001)); err != nil {
+		if err := c.WriteRaw(websocket.BinaryMessage, bytes.Repeat([]byte{1}, 70001)); err != nil {
 			t.Fatal(err)
 		}
-		code, reason := c.waitClosed(2 * time.Second)
+		code, reason := c.WaitClosed(2 * time.Second)
 		if code != ws.CloseMessageTooBig || !strings.Contains(reason, "70000") {
 			t.Errorf("close = %d %q, want 1009 naming the limit", code, reason)
 		}
@@ -262,8 +262,8 @@ func TestBadFrames(t *testing.T) {
 	// 3. Content over the limit in a frame under it gets an error frame.
 	{
 		c := e.dialWith(e.token("carol", "web", false), ws.Text)
-		id := c.send(&imlitev1.Frame{Body: &imlitev1.Frame_SendMsg{SendMsg: &imlitev1.SendMsgRequest{ClientMsgId: "big", RecvId: "bob", Content: strings.Repeat("é", 33000)}}})
-		f := c.reply(id)
+		id := c.Send(&imlitev1.Frame{Body: &imlitev1.Frame_SendMsg{SendMsg: &imlitev1.SendMsgRequest{ClientMsgId: "big", RecvId: "bob", Content: strings.Repeat("é", 33000)}}})
+		f := c.Reply(id)
 		if f.GetError().GetCode() != int32(codes.InvalidArgument) || !strings.Contains(f.GetError().GetMessage(), "content") {
 			t.Errorf("oversized content: %v, want InvalidArgument naming content", f)
 		}
@@ -333,7 +333,7 @@ func TestMaxConnNumExactUnderBurst(t *testing.T) {
 			defer wg.Done()
 			h := http.Header{}
 			h.Set("Authorization", "Bearer "+e.token(fmt.Sprintf("u%d", i), "web", false))
-			c, resp, err := websocket.DefaultDialer.Dial(e.url(""), h)
+			c, resp, err := websocket.DefaultDialer.Dial(e.url(), h)
 			switch {
 			case err == nil:
 				ok.Add(1)
@@ -362,7 +362,7 @@ func TestMaxConnNumExactUnderBurst(t *testing.T) {
 	for e.app.Hub().Count() > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	e.dial("late", "web").sendText("x", "", "after", "slots are free again")
+	e.dial("late", "web").SendText("x", "", "after", "slots are free again")
 }
 
 func TestPingsAndTransientMessages(t *testing.T) {
@@ -370,7 +370,7 @@ func TestPingsAndTransientMessages(t *testing.T) {
 	alice, bob := e.dial("alice", "web"), e.dial("bob", "web")
 
 	// The application-level ping is answered with a pong.
-	pong := alice.call(&imlitev1.Frame{Body: &imlitev1.Frame_Ping{Ping: &imlitev1.Ping{ClientTime: 42}}}).GetPong()
+	pong := alice.Call(&imlitev1.Frame{Body: &imlitev1.Frame_Ping{Ping: &imlitev1.Ping{ClientTime: 42}}}).GetPong()
 	if pong.GetClientTime() != 42 || pong.GetServerTime() == 0 {
 		t.Errorf("pong = %v, want client_time 42 and a server time", pong)
 	}
@@ -378,25 +378,25 @@ func TestPingsAndTransientMessages(t *testing.T) {
 	// Websocket pings arrive, and answering them keeps the connection
 	// alive past PongTimeout.
 	time.Sleep(1500 * time.Millisecond)
-	if alice.pings.Load() == 0 {
+	if alice.Pings.Load() == 0 {
 		t.Error("no websocket ping arrived within 1.5s at PingInterval 100ms")
 	}
 
 	// A transient message reaches online members and gets no seq.
 	storage := false
-	id := alice.send(&imlitev1.Frame{Body: &imlitev1.Frame_SendMsg{SendMsg: &imlitev1.SendMsgRequest{ClientMsgId: "typing", RecvId: "bob", Content: "typing…", Options: &imlitev1.MsgOptions{Storage: &storage}}}})
-	if r := alice.reply(id).GetSendMsgResp(); r.GetSeq() != 0 {
+	id := alice.Send(&imlitev1.Frame{Body: &imlitev1.Frame_SendMsg{SendMsg: &imlitev1.SendMsgRequest{ClientMsgId: "typing", RecvId: "bob", Content: "typing…", Options: &imlitev1.MsgOptions{Storage: &storage}}}})
+	if r := alice.Reply(id).GetSendMsgResp(); r.GetSeq() != 0 {
 		t.Errorf("transient seq = %d, want 0", r.GetSeq())
 	}
-	bob.waitPush("transient push", func(m *imlitev1.Message) bool { return m.GetClientMsgId() == "typing" && m.GetSeq() == 0 })
+	bob.WaitPush("transient push", func(m *imlitev1.Message) bool { return m.GetClientMsgId() == "typing" && m.GetSeq() == 0 })
 }
 
 func TestHeartbeatTimeoutCloses(t *testing.T) {
 	e := startEnv(t, "PingInterval: 100ms\nPongTimeout: 300ms")
 	c := e.dial("alice", "web")
 	// The client ignores pings, so the server hears nothing.
-	c.ignorePings.Store(true)
-	code, _ := c.waitClosed(3 * time.Second)
+	c.IgnorePings.Store(true)
+	code, _ := c.WaitClosed(3 * time.Second)
 	if code != ws.CloseHeartbeatTimeout {
 		t.Errorf("close code = %d, want %d", code, ws.CloseHeartbeatTimeout)
 	}

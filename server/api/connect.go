@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net/http"
 
 	"connectrpc.com/connect"
@@ -16,8 +15,8 @@ import (
 
 // RegisterConnect mounts the Connect handlers (Connect, gRPC and gRPC-Web
 // protocols) of the four services on mux, under /imlite.v1.<Service>/.
-func RegisterConnect(mux *http.ServeMux, svc *server.Service, log *slog.Logger, extra ...connect.HandlerOption) {
-	opts := append([]connect.HandlerOption{connect.WithInterceptors(connectInterceptor(log))}, extra...)
+func RegisterConnect(mux *http.ServeMux, svc *server.Service, o Options) {
+	opts := append([]connect.HandlerOption{connect.WithInterceptors(connectInterceptor(o.reporter("connect")))}, o.Connect...)
 	mux.Handle(imlitev1connect.NewMessageServiceHandler(svc, opts...))
 	mux.Handle(imlitev1connect.NewConversationServiceHandler(svc, opts...))
 	mux.Handle(imlitev1connect.NewGroupServiceHandler(svc, opts...))
@@ -26,13 +25,13 @@ func RegisterConnect(mux *http.ServeMux, svc *server.Service, log *slog.Logger, 
 
 // connectInterceptor attaches the Authorization header for the core and
 // converts errors to *connect.Error with the same code and message as gRPC.
-func connectInterceptor(log *slog.Logger) connect.UnaryInterceptorFunc {
+func connectInterceptor(rep reporter) connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 			ctx = auth.WithAuthorization(ctx, req.Header().Get("Authorization"))
 			resp, err := next(ctx, req)
 			if err != nil {
-				return nil, toConnectError(clientError(ctx, log, req.Spec().Procedure, err))
+				return nil, toConnectError(rep.clientError(ctx, req.Spec().Procedure, err))
 			}
 			return resp, nil
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -28,14 +27,15 @@ var JSONUnmarshalOptions = protojson.UnmarshalOptions{DiscardUnknown: false}
 
 // NewGateway returns the REST handler: grpc-gateway routes under /v1/ that
 // call the core in process.
-func NewGateway(ctx context.Context, svc *server.Service, log *slog.Logger) (http.Handler, error) {
+func NewGateway(ctx context.Context, svc *server.Service, o Options) (http.Handler, error) {
+	rep := o.reporter("rest")
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 			MarshalOptions:   JSONMarshalOptions,
 			UnmarshalOptions: JSONUnmarshalOptions,
 		}),
 		runtime.WithErrorHandler(func(ctx context.Context, _ *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
-			writeRESTError(w, m, clientError(ctx, log, r.Method+" "+r.URL.Path, err), 0)
+			writeRESTError(w, m, rep.clientError(ctx, r.Method+" "+r.URL.Path, err), 0)
 		}),
 		runtime.WithRoutingErrorHandler(func(_ context.Context, _ *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, status int) {
 			e := apierr.NotFound("no route for %s %s; the routes are listed at %s", r.Method, r.URL.Path, OpenAPIPath)

@@ -8,7 +8,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"runtime/debug"
+
+	"connectrpc.com/connect"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -31,14 +34,59 @@ var ServiceNames = []string{
 	imlitev1.UserService_ServiceDesc.ServiceName,
 }
 
+// Options configure the transports. Zero fields mean none.
+type Options struct {
+	Log *slog.Logger
+	// OnError counts each error returned to a client, by transport ("grpc",
+	// "rest", "connect") and code.
+	OnError func(transport string, code codes.Code)
+	// GRPC adds server options, such as a stats handler for tracing.
+	GRPC []grpc.ServerOption
+	// Connect adds handler options, such as tracing interceptors.
+	Connect []connect.HandlerOption
+	// Readiness lists the backends /readyz probes.
+	Readiness []ReadinessCheck
+	// Metrics serves /metrics when set.
+	Metrics http.Handler
+	// Wrap wraps the whole HTTP handler, for tracing or request metrics.
+	Wrap func(http.Handler) http.Handler
+}
+
+func (o Options) reporter(transport string) reporter {
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	return reporter{log: log, transport: transport, onError: o.OnError}
+}
+
+// reporter converts errors for clients, logs internal ones and counts all.
+type reporter struct {
+	log       *slog.Logger
+	transport string
+	onError   func(transport string, code codes.Code)
+}
+
+// clientError converts err for a client, logs it when internal and counts it.
+func (r reporter) clientError(ctx context.Context, method string, err error) *apierr.Error {
+	e := apierr.From(err)
+	if e.Code == codes.Internal || e.Code == codes.Unknown {
+		r.log.ErrorContext(ctx, "request failed", "transport", r.transport, "method", method, "err", err)
+	}
+	if r.onError != nil {
+		r.onError(r.transport, e.Code)
+	}
+	return e
+}
+
 // NewGRPCServer returns a gRPC server with the four imlite services, the
-// standard health service (reported by hs) and server reflection. Extra
-// options (tracing, metrics) are appended.
-func NewGRPCServer(svc *server.Service, hs *health.Server, log *slog.Logger, extra ...grpc.ServerOption) *grpc.Server {
+// standard health service (reported by hs) and server reflection.
+func NewGRPCServer(svc *server.Service, hs *health.Server, o Options) *grpc.Server {
+	rep := o.reporter("grpc")
 	opts := append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(recoverUnary(log), authUnary, errorUnary(log)),
-		grpc.ChainStreamInterceptor(recoverStream(log)),
-	}, extra...)
+		grpc.ChainUnaryInterceptor(recoverUnary(rep.log), authUnary, errorUnary(rep)),
+		grpc.ChainStreamInterceptor(recoverStream(rep.log)),
+	}, o.GRPC...)
 	s := grpc.NewServer(opts...)
 	imlitev1.RegisterMessageServiceServer(s, svc)
 	imlitev1.RegisterConversationServiceServer(s, svc)
@@ -61,23 +109,14 @@ func authUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler gr
 
 // errorUnary converts every error to an *apierr.Error, so no internal error
 // text reaches a client, and logs internal failures.
-func errorUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
+func errorUnary(rep reporter) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		resp, err := handler(ctx, req)
 		if err != nil {
-			return nil, clientError(ctx, log, info.FullMethod, err)
+			return nil, rep.clientError(ctx, info.FullMethod, err)
 		}
 		return resp, nil
 	}
-}
-
-// clientError converts err for a client and logs the internal ones.
-func clientError(ctx context.Context, log *slog.Logger, method string, err error) *apierr.Error {
-	e := apierr.From(err)
-	if e.Code == codes.Internal || e.Code == codes.Unknown {
-		log.ErrorContext(ctx, "request failed", "method", method, "err", err)
-	}
-	return e
 }
 
 func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {

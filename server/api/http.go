@@ -3,11 +3,8 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"time"
-
-	"connectrpc.com/connect"
 
 	"github.com/imlite/imlite/gen/openapi"
 	"github.com/imlite/imlite/server"
@@ -22,29 +19,17 @@ type ReadinessCheck struct {
 	Check func(ctx context.Context) error
 }
 
-// HTTPOptions configure the admin HTTP handler.
-type HTTPOptions struct {
-	// Readiness lists the backends /readyz probes.
-	Readiness []ReadinessCheck
-	// Metrics serves /metrics when set.
-	Metrics http.Handler
-	// Connect adds handler options, such as tracing interceptors.
-	Connect []connect.HandlerOption
-	// Wrap wraps the whole handler, for tracing or request metrics.
-	Wrap func(http.Handler) http.Handler
-}
-
 // NewHTTPHandler returns the handler of the admin HTTP port: REST under
 // /v1/, Connect under /imlite.v1.*/, the OpenAPI document, /healthz,
 // /readyz and, when configured, /metrics.
-func NewHTTPHandler(ctx context.Context, svc *server.Service, log *slog.Logger, opts HTTPOptions) (http.Handler, error) {
-	gw, err := NewGateway(ctx, svc, log)
+func NewHTTPHandler(ctx context.Context, svc *server.Service, opts Options) (http.Handler, error) {
+	gw, err := NewGateway(ctx, svc, opts)
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", gw)
-	RegisterConnect(mux, svc, log, opts.Connect...)
+	RegisterConnect(mux, svc, opts)
 	mux.HandleFunc("GET "+OpenAPIPath, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.JSON)

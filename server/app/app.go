@@ -5,11 +5,14 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -22,6 +25,7 @@ import (
 	"github.com/imlite/imlite/server/api"
 	"github.com/imlite/imlite/server/auth"
 	"github.com/imlite/imlite/server/config"
+	"github.com/imlite/imlite/server/metrics"
 	"github.com/imlite/imlite/ws"
 )
 
@@ -34,6 +38,7 @@ type App struct {
 	svc      *server.Service
 	backends *backends
 	health   *health.Server
+	metrics  *metrics.Metrics
 
 	grpcSrv *grpc.Server
 	httpSrv *http.Server
@@ -62,28 +67,38 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 	if err != nil {
 		return nil, fmt.Errorf("token signer: %w", err)
 	}
+	pod := podName(cfg)
 	if cfg.Distributed() {
-		return nil, errors.New("distributed mode (Redis, Mongo, Kafka sections) is not available in this build; remove those sections to run embedded")
+		a.backends, err = openDistributed(ctx, cfg, pod, log)
+	} else {
+		a.backends, err = openEmbedded(cfg)
 	}
-	a.backends, err = openEmbedded(cfg)
 	if err != nil {
 		return nil, err
 	}
 
 	// 2. The service core.
+	a.metrics = metrics.New()
 	a.svc, err = server.New(a.backends.Backends, signer, server.Options{
-		PodName:     podName(cfg),
+		PodName:     pod,
 		Limits:      limits(cfg.Limits),
 		SendTimeout: cfg.Limits.SendTimeout.Std(),
 		Logger:      log,
+		Observer:    a.metrics,
 	})
 	if err != nil {
 		return nil, err
 	}
 
 	// 3. Transports.
-	a.grpcSrv = api.NewGRPCServer(a.svc, a.health, log)
-	handler, err := api.NewHTTPHandler(ctx, a.svc, log, api.HTTPOptions{Readiness: a.backends.readiness})
+	apiOpts := api.Options{
+		Log:       log,
+		OnError:   a.metrics.ClientError,
+		Readiness: a.backends.readiness,
+		Metrics:   a.metrics.Handler(),
+	}
+	a.grpcSrv = api.NewGRPCServer(a.svc, a.health, apiOpts)
+	handler, err := api.NewHTTPHandler(ctx, a.svc, apiOpts)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +111,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 	a.httpSrv.Protocols = new(http.Protocols)
 	a.httpSrv.Protocols.SetHTTP1(true)
 	a.httpSrv.Protocols.SetUnencryptedHTTP2(true)
-	if a.hub, err = ws.NewHub(a.svc, wsOptions(cfg.Websocket), log); err != nil {
+	wsOpts := wsOptions(cfg.Websocket)
+	wsOpts.Observer = a.metrics
+	if a.hub, err = ws.NewHub(a.svc, wsOpts, log); err != nil {
 		return nil, fmt.Errorf("websocket hub: %w", err)
 	}
 	a.wsSrv = ws.NewServer(a.hub)
@@ -285,11 +302,24 @@ func (a *App) mode() string {
 	return "embedded"
 }
 
+// podName is POD_NAME, or in embedded mode the service name. Distributed
+// pods need distinct names because push records and connection ids carry
+// them, so without POD_NAME a pod names itself after its host and a random
+// suffix.
 func podName(cfg *config.Config) string {
-	if cfg.PodName != "" {
+	switch {
+	case cfg.PodName != "":
 		return cfg.PodName
+	case !cfg.Distributed():
+		return cfg.Name
 	}
-	return cfg.Name
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = cfg.Name
+	}
+	suffix := make([]byte, 3)
+	_, _ = rand.Read(suffix)
+	return host + "-" + hex.EncodeToString(suffix)
 }
 
 func limits(l config.LimitsConfig) server.Limits {

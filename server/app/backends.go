@@ -4,15 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/imlite/imlite/server"
 	"github.com/imlite/imlite/server/api"
 	"github.com/imlite/imlite/server/boltstore"
 	"github.com/imlite/imlite/server/config"
+	"github.com/imlite/imlite/server/kafkaqueue"
 	"github.com/imlite/imlite/server/mempresence"
 	"github.com/imlite/imlite/server/memqueue"
+	"github.com/imlite/imlite/server/mongostore"
+	"github.com/imlite/imlite/server/redisstore"
 )
 
 // DataFile is the name of the embedded store in Embedded.Dir.
@@ -77,4 +82,104 @@ func openEmbedded(cfg *config.Config) (*backends, error) {
 	}
 	b.closers = append(b.closers, store.Close)
 	return b, nil
+}
+
+// openDistributed connects to MongoDB, Redis and Kafka. Every pod of a
+// deployment shares them; the pod keeps nothing another pod needs.
+func openDistributed(ctx context.Context, cfg *config.Config, pod string, log *slog.Logger) (_ *backends, err error) {
+	b := &backends{}
+	defer func() {
+		if err != nil {
+			if cerr := b.close(); cerr != nil {
+				log.Error("close backends after a failed start", "err", cerr)
+			}
+		}
+	}()
+
+	// 1. MongoDB: messages, groups, conversation state.
+	mongo, err := mongostore.Open(ctx, mongostore.Config{
+		URI:      cfg.Mongo.Uri,
+		Database: cfg.Mongo.Database,
+		Timeout:  time.Duration(cfg.Mongo.DBTimeout) * time.Second,
+		Logger:   log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("Mongo: %w", err)
+	}
+	b.closers = append(b.closers, func() error {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return mongo.Close(cctx)
+	})
+
+	// 2. Redis: seq counters (seeded from MongoDB), presence, revocations.
+	rds, err := redisstore.New(redisstore.Config{
+		Addr:        cfg.Redis.Host,
+		Password:    cfg.Redis.Pass,
+		DB:          cfg.Redis.DB,
+		Logger:      log,
+		PodName:     pod,
+		PresenceTTL: cfg.Redis.PresenceTTL.Std(),
+		MaxSeqs:     mongo.MaxSeqs,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("Redis: %w", err)
+	}
+	b.closers = append(b.closers, rds.Close)
+
+	// 3. Kafka: the msg topic (one consumer group for all pods) and the push
+	// topic (read by every pod).
+	producer := func(p config.KafkaProducerConfig) kafkaqueue.ProducerConfig {
+		return kafkaqueue.ProducerConfig{Addrs: p.Addrs, Topic: p.Topic, User: p.User, Passwd: p.Passwd, Partition: p.Partition, ClientID: pod, Logger: log}
+	}
+	consumer := func(c config.KafkaConsumerConfig) kafkaqueue.ConsumerConfig {
+		return kafkaqueue.ConsumerConfig{Addrs: c.Addrs, Topic: c.Topic, Group: c.Group, Consumers: c.Consumers, User: c.User, Passwd: c.Passwd, ClientID: pod, Logger: log}
+	}
+	msgProducer, err := kafkaqueue.NewMsgProducer(ctx, producer(cfg.Pushers.Msg))
+	if err != nil {
+		return nil, fmt.Errorf("Pushers.Msg: %w", err)
+	}
+	b.closers = append(b.closers, closeFunc(msgProducer.Close))
+	pushProducer, err := kafkaqueue.NewPushProducer(ctx, producer(cfg.Pushers.Push))
+	if err != nil {
+		return nil, fmt.Errorf("Pushers.Push: %w", err)
+	}
+	b.closers = append(b.closers, closeFunc(pushProducer.Close))
+	msgConsumer, err := kafkaqueue.NewMsgConsumer(consumer(cfg.Consumers.Msg))
+	if err != nil {
+		return nil, fmt.Errorf("Consumers.Msg: %w", err)
+	}
+	pushConsumer, err := kafkaqueue.NewPushConsumer(consumer(cfg.Consumers.Push))
+	if err != nil {
+		return nil, fmt.Errorf("Consumers.Push: %w", err)
+	}
+
+	b.Backends = server.Backends{
+		Messages:      mongo,
+		Seqs:          rds,
+		Conversations: mongo,
+		Groups:        mongo,
+		// TODO: revocations live only in Redis, so a flushed or replaced
+		// Redis forgets kicks and earlier tokens work again until they
+		// expire; keeping them in MongoDB too would close that.
+		Revocations:  rds,
+		Presence:     rds,
+		MsgProducer:  msgProducer,
+		MsgConsumer:  msgConsumer,
+		PushProducer: pushProducer,
+		PushConsumer: pushConsumer,
+	}
+	b.readiness = []api.ReadinessCheck{
+		{Name: "mongo", Check: mongo.Ping},
+		{Name: "redis", Check: rds.Ping},
+		{Name: "kafka", Check: msgProducer.Ping},
+	}
+	return b, nil
+}
+
+func closeFunc(f func()) func() error {
+	return func() error {
+		f()
+		return nil
+	}
 }

@@ -41,7 +41,8 @@ type Config struct {
 	Shutdown  ShutdownConfig  `yaml:"Shutdown"`
 
 	// PodName and PodIP come from the environment variables POD_NAME and
-	// POD_IP, not from the file.
+	// POD_IP, not from the file. PodName identifies the pod in push records
+	// and connection ids.
 	PodName string `yaml:"-"`
 	PodIP   string `yaml:"-"`
 
@@ -150,6 +151,10 @@ type RedisConfig struct {
 	DB   int    `yaml:"DB"`
 	// Type is "node"; cluster mode is not supported.
 	Type string `yaml:"Type"`
+	// PresenceTTL is how long a pod's presence entries count without a
+	// refresh, so a pod that died stops counting its users as online
+	// within this time. Default 30s.
+	PresenceTTL Duration `yaml:"PresenceTTL"`
 }
 
 // MongoConfig configures MongoDB, which stores messages, groups and
@@ -179,8 +184,10 @@ type KafkaProducerConfig struct {
 type KafkaConsumerConfig struct {
 	Addrs []string `yaml:"Addrs"`
 	Topic string   `yaml:"Topic"`
-	// Group is the consumer group. For Msg, default Name; for Push, POD_NAME
-	// when set, else this value, else Name.
+	// Group is the consumer group of the msg consumers, shared by all pods;
+	// default Name. The push consumers read every partition without a group
+	// (a group per pod would leave a stale group behind for every restarted
+	// pod), so Consumers.Push.Group is accepted but not used.
 	Group string `yaml:"Group"`
 	// Consumers is the number of workers on this pod. Default 8.
 	Consumers int    `yaml:"Consumers"`
@@ -369,6 +376,7 @@ func (c *Config) applyDefaults() {
 	}
 
 	str(&c.Redis.Type, "node")
+	dur(&c.Redis.PresenceTTL, 30*time.Second)
 	str(&c.Mongo.Database, "im_lite")
 	num(&c.Mongo.DBTimeout, 10)
 	num(&c.Pushers.Msg.Partition, 1)
@@ -376,10 +384,6 @@ func (c *Config) applyDefaults() {
 	num(&c.Consumers.Msg.Consumers, 8)
 	num(&c.Consumers.Push.Consumers, 8)
 	str(&c.Consumers.Msg.Group, c.Name)
-	if c.PodName != "" {
-		c.Consumers.Push.Group = c.PodName
-	}
-	str(&c.Consumers.Push.Group, c.Name)
 
 	if c.Auth.AccessExpire == 0 {
 		c.Auth.AccessExpire = 7 * 24 * 3600

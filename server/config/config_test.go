@@ -106,7 +106,7 @@ func TestParseOriginalFile(t *testing.T) {
 		{"Mongo.DBTimeout", c.Mongo.DBTimeout, 10},
 		{"Pushers.Msg.Partition", c.Pushers.Msg.Partition, 3},
 		{"Consumers.Msg.Group", c.Consumers.Msg.Group, "websocket-rpc"},
-		{"Consumers.Push.Group from POD_NAME", c.Consumers.Push.Group, "pod-a"},
+		{"PodName from POD_NAME", c.PodName, "pod-a"},
 		{"PodIP", c.PodIP, "10.0.0.7"},
 		{"Http.Port default", c.Http.Port, 8888},
 	}
@@ -157,7 +157,7 @@ func TestDefaultsEmbedded(t *testing.T) {
 		{"Embedded.Dir", c.Embedded.Dir, "./data"},
 		{"Auth.AccessExpire", c.Auth.AccessExpire, int64(604800)},
 		{"Limits.SendTimeout", c.Limits.SendTimeout.Std(), 5 * time.Second},
-		{"Consumers.Push.Group", c.Consumers.Push.Group, "imlite"},
+		{"Consumers.Msg.Group", c.Consumers.Msg.Group, "imlite"},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {

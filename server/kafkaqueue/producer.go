@@ -1,0 +1,203 @@
+package kafkaqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	busv1 "github.com/imlite/imlite/gen/imlite/bus/v1"
+	"github.com/imlite/imlite/server"
+)
+
+// MsgProducer is the producer of the msg topic. It implements server.MsgProducer and
+// server.Pinger, and is safe for concurrent use.
+type MsgProducer struct{ p *producer }
+
+// PushProducer is the producer of the push topic. It implements server.PushProducer
+// and server.Pinger, and is safe for concurrent use.
+type PushProducer struct{ p *producer }
+
+var (
+	_ server.MsgProducer  = (*MsgProducer)(nil)
+	_ server.PushProducer = (*PushProducer)(nil)
+	_ server.Pinger       = (*MsgProducer)(nil)
+	_ server.Pinger       = (*PushProducer)(nil)
+)
+
+// NewMsgProducer connects to the cluster and creates the topic if it is
+// missing. ctx bounds the topic lookup and creation. An unreachable cluster
+// yields an error wrapping server.ErrUnavailable.
+func NewMsgProducer(ctx context.Context, cfg ProducerConfig) (*MsgProducer, error) {
+	p, err := newProducer(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &MsgProducer{p: p}, nil
+}
+
+// NewPushProducer connects to the cluster and creates the topic if it is
+// missing, as NewMsgProducer does.
+func NewPushProducer(ctx context.Context, cfg ProducerConfig) (*PushProducer, error) {
+	p, err := newProducer(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &PushProducer{p: p}, nil
+}
+
+// PublishMsg writes rec keyed by its conversation id and returns once all
+// in-sync replicas stored it, or with an error wrapping
+// server.ErrUnavailable after PublishTimeout.
+func (m *MsgProducer) PublishMsg(ctx context.Context, rec *busv1.MsgRecord) error {
+	op := fmt.Sprintf("publish msg record to topic %q", m.p.topic)
+	if rec == nil {
+		return fmt.Errorf("%s: record is nil", op)
+	}
+	r, err := newRecord(rec.GetMsg().GetConversationId(), rec)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return m.p.produce(ctx, op, []*kgo.Record{r})
+}
+
+// PublishPush writes the records, each keyed by its Key, and returns once
+// all of them are stored, or with an error wrapping server.ErrUnavailable
+// after PublishTimeout. After an error some records may be stored, and a
+// retry writes them again.
+func (pp *PushProducer) PublishPush(ctx context.Context, recs []server.KeyedPush) error {
+	op := fmt.Sprintf("publish %d push records to topic %q", len(recs), pp.p.topic)
+	if len(recs) == 0 {
+		return nil
+	}
+	out := make([]*kgo.Record, len(recs))
+	for i, kr := range recs {
+		if kr.Record == nil {
+			return fmt.Errorf("%s: record %d (key %q) is nil", op, i, kr.Key)
+		}
+		r, err := newRecord(kr.Key, kr.Record)
+		if err != nil {
+			return fmt.Errorf("%s: record %d: %w", op, i, err)
+		}
+		out[i] = r
+	}
+	return pp.p.produce(ctx, op, out)
+}
+
+// Ping sends a request to a broker. An unreachable cluster yields an error
+// wrapping server.ErrUnavailable.
+func (m *MsgProducer) Ping(ctx context.Context) error { return m.p.ping(ctx) }
+
+// Ping sends a request to a broker, as MsgProducer.Ping does.
+func (pp *PushProducer) Ping(ctx context.Context) error { return pp.p.ping(ctx) }
+
+// Close fails records still buffered by timed-out publishes and closes the
+// connections. Publishing after Close fails.
+func (m *MsgProducer) Close() { m.p.cl.Close() }
+
+// Close closes the producer, as MsgProducer.Close does.
+func (pp *PushProducer) Close() { pp.p.cl.Close() }
+
+// producer is the part the two producer types share.
+type producer struct {
+	cl           *kgo.Client
+	topic        string
+	cfg          ProducerConfig
+	timeoutCause error
+}
+
+func newProducer(ctx context.Context, cfg ProducerConfig) (*producer, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	opts := append(clientOpts(cfg.Addrs, cfg.User, cfg.Passwd, cfg.ClientID, cfg.Logger),
+		kgo.DefaultProduceTopic(cfg.Topic),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		// kgo writes idempotently by default. This option lets it fail a
+		// record that was sent but not acknowledged when the deadline
+		// passes. The broker may still store such a record, and a retry
+		// then stores it twice, which the consumers tolerate. Waiting for
+		// the outcome instead could block for as long as the cluster is
+		// unreachable.
+		kgo.AllowIdempotentProduceCancellation(),
+		// The default partitioner, named for clarity: a keyed record goes
+		// to the murmur2 hash of its key, as in the Java client.
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		// The publish call's ctx enforces PublishTimeout. This timeout
+		// drops the records that a timed-out call left behind, and kgo
+		// rejects values below 1s.
+		kgo.RecordDeliveryTimeout(max(cfg.PublishTimeout, time.Second)),
+		kgo.DialTimeout(cfg.PublishTimeout),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("create kafka producer for topic %q: %w", cfg.Topic, err)
+	}
+	if err := ensureTopic(ctx, kadm.NewClient(cl), cfg.Topic, cfg.Partition, cfg.Logger); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	return &producer{
+		cl:           cl,
+		topic:        cfg.Topic,
+		cfg:          cfg,
+		timeoutCause: fmt.Errorf("not acknowledged within PublishTimeout %v", cfg.PublishTimeout),
+	}, nil
+}
+
+func newRecord(key string, m proto.Message) (*kgo.Record, error) {
+	value, err := proto.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode record: %w", err)
+	}
+	return &kgo.Record{Key: []byte(key), Value: value}, nil
+}
+
+// produce writes recs and waits for every acknowledgement. It returns at
+// the deadline even when the client still holds records, because kgo checks
+// a record's deadline only before a request and after a response, so a
+// record in flight on a hanging connection outlives its deadline.
+func (p *producer) produce(ctx context.Context, op string, recs []*kgo.Record) error {
+	ctx, cancel := context.WithTimeoutCause(ctx, p.cfg.PublishTimeout, p.timeoutCause)
+	defer cancel()
+	results := make(chan error, len(recs))
+	for _, r := range recs {
+		if p.cfg.InjectHeaders != nil {
+			p.cfg.InjectHeaders(ctx, HeaderCarrier{Record: r})
+		}
+		p.cl.Produce(ctx, r, func(_ *kgo.Record, err error) { results <- err })
+	}
+	for range recs {
+		select {
+		case err := <-results:
+			if err != nil {
+				return wrapErr(op, err)
+			}
+		case <-ctx.Done():
+			return wrapErr(op, contextError(ctx))
+		}
+	}
+	return nil
+}
+
+// contextError returns the error of an ended ctx together with its cause,
+// when a cause other than the error itself was given.
+func contextError(ctx context.Context) error {
+	err, cause := ctx.Err(), context.Cause(ctx)
+	if cause == nil || errors.Is(cause, err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", cause, err)
+}
+
+func (p *producer) ping(ctx context.Context) error {
+	if err := p.cl.Ping(ctx); err != nil {
+		return wrapErr("ping kafka", err)
+	}
+	return nil
+}

@@ -1,0 +1,184 @@
+package kafkaqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	busv1 "github.com/imlite/imlite/gen/imlite/bus/v1"
+	"github.com/imlite/imlite/server"
+)
+
+// PushConsumer is one pod's reader of the push topic. It reads every
+// partition without a consumer group, from the end offsets it lists at
+// start (see the package doc). It implements server.PushConsumer and
+// server.Readier.
+type PushConsumer struct {
+	cfg     ConsumerConfig
+	ready   chan struct{}
+	started atomic.Bool
+}
+
+var (
+	_ server.PushConsumer = (*PushConsumer)(nil)
+	_ server.Readier      = (*PushConsumer)(nil)
+)
+
+// NewPushConsumer checks cfg and returns a consumer, which connects only
+// when ConsumePush runs. cfg.Group is ignored.
+func NewPushConsumer(cfg ConsumerConfig) (*PushConsumer, error) {
+	cfg, err := cfg.withDefaults(false)
+	if err != nil {
+		return nil, err
+	}
+	return &PushConsumer{cfg: cfg, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once ConsumePush has listed the end offsets it starts
+// from: every record published after that reaches the handler.
+func (c *PushConsumer) Ready() <-chan struct{} { return c.ready }
+
+// ConsumePush lists the topic's end offsets, retrying while the cluster is
+// unreachable, closes Ready, and hands the records from there on to handle,
+// in offset order per partition, until ctx ends. It returns ctx's error, or
+// another error when the cluster rejects the consumer. It may be called once
+// per PushConsumer.
+func (c *PushConsumer) ConsumePush(ctx context.Context, handle server.PushHandler) error {
+	if !c.started.CompareAndSwap(false, true) {
+		return errors.New("kafkaqueue: ConsumePush called twice on one consumer; create one per caller")
+	}
+	cl, err := kgo.NewClient(clientOpts(c.cfg.Addrs, c.cfg.User, c.cfg.Passwd, c.cfg.ClientID, c.cfg.Logger)...)
+	if err != nil {
+		return fmt.Errorf("create kafka push consumer for topic %q: %w", c.cfg.Topic, err)
+	}
+	defer cl.Close()
+	warn := newThrottledLog(c.cfg.Logger)
+
+	// 1. Start every existing partition at its end offset.
+	adm := kadm.NewClient(cl)
+	starts, err := c.listEndOffsets(ctx, adm, warn)
+	if err != nil {
+		return err
+	}
+	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{c.cfg.Topic: starts})
+	close(c.ready)
+
+	// 2. Start partitions added later at their beginning. The watcher
+	// stops before the client closes.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		c.watchPartitions(watchCtx, adm, cl, starts, warn)
+	}()
+	defer func() {
+		stopWatch()
+		<-watchDone
+	}()
+
+	// 3. Hand out records until ctx ends.
+	return c.poll(ctx, cl, handle, warn)
+}
+
+// listEndOffsets returns the end offset of every partition of the topic,
+// none if the topic does not exist yet. It retries until the listing
+// succeeds for every partition, or ctx ends.
+func (c *PushConsumer) listEndOffsets(ctx context.Context, adm *kadm.Client, warn *throttledLog) (map[int32]kgo.Offset, error) {
+	var delay time.Duration
+	for {
+		starts, err := c.tryListEndOffsets(ctx, adm)
+		if err == nil {
+			return starts, nil
+		}
+		if isFatalConsumeError(err) {
+			return nil, err
+		}
+		warn.warn("kafka push consumer: listing end offsets failed; retrying", "topic", c.cfg.Topic, "err", err)
+		delay = backoff(delay)
+		if err := sleepCtx(ctx, delay); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (c *PushConsumer) tryListEndOffsets(ctx context.Context, adm *kadm.Client) (map[int32]kgo.Offset, error) {
+	op := fmt.Sprintf("list end offsets of topic %q", c.cfg.Topic)
+	listed, err := adm.ListEndOffsets(ctx, c.cfg.Topic)
+	if err != nil {
+		return nil, wrapErr(op, err)
+	}
+	starts := make(map[int32]kgo.Offset)
+	for p, o := range listed[c.cfg.Topic] {
+		switch {
+		case p < 0 && errors.Is(o.Err, kerr.UnknownTopicOrPartition):
+			// A missing topic has no records yet. The watcher finds
+			// its partitions later and reads them from their start.
+			return starts, nil
+		case o.Err != nil:
+			return nil, wrapErr(fmt.Sprintf("%s, partition %d", op, p), o.Err)
+		}
+		starts[p] = kgo.NewOffset().At(o.Offset)
+	}
+	return starts, nil
+}
+
+// watchPartitions adds partitions that appear after the start, reading
+// them from their first record, because everything in a partition created
+// after the start was published after it.
+func (c *PushConsumer) watchPartitions(ctx context.Context, adm *kadm.Client, cl *kgo.Client, known map[int32]kgo.Offset, warn *throttledLog) {
+	consumed := make(map[int32]bool, len(known))
+	for p := range known {
+		consumed[p] = true
+	}
+	tick := time.NewTicker(c.cfg.PartitionCheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		details, err := adm.ListTopics(ctx, c.cfg.Topic)
+		if err != nil {
+			warn.warn("kafka push consumer: partition check failed", "topic", c.cfg.Topic, "err", err)
+			continue
+		}
+		added := make(map[int32]kgo.Offset)
+		for p := range details[c.cfg.Topic].Partitions {
+			if !consumed[p] {
+				consumed[p] = true
+				added[p] = kgo.NewOffset().AtStart()
+			}
+		}
+		if len(added) > 0 {
+			c.cfg.Logger.Info("kafka push consumer: reading new partitions", "topic", c.cfg.Topic, "partitions", len(added))
+			cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{c.cfg.Topic: added})
+		}
+	}
+}
+
+func (c *PushConsumer) poll(ctx context.Context, cl *kgo.Client, handle server.PushHandler, warn *throttledLog) error {
+	for {
+		fetches := cl.PollRecords(ctx, c.cfg.MaxBatch*c.cfg.Consumers)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := pollErrors(fetches, warn); err != nil {
+			return fmt.Errorf("consume topic %q: %w", c.cfg.Topic, err)
+		}
+		forEachPartition(splitByPartition(fetches), c.cfg.Consumers, func(_ int, p partitionRecords) {
+			for chunk := range slices.Chunk(p.records, c.cfg.MaxBatch) {
+				if recs := decodeRecords[busv1.PushRecord](chunk, c.cfg.Logger); len(recs) > 0 {
+					handle(handlerContext(ctx, chunk, c.cfg.BatchContext), recs)
+				}
+			}
+		})
+	}
+}
