@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of imlite, as CI does on a fresh machine:
 #   1. installs what the tests need (redis-server, docker-compose, buf),
-#   2. checks that gen/ matches the protos, gofmt and go vet,
+#   2. checks that gen/ matches the protos, gofmt, go vet and the Compose file,
 #   3. runs all Go tests with the race detector against real backends,
 #   4. runs each fuzz target briefly.
 # Set FUZZTIME (default 10s) to change step 4, or FUZZTIME=0 to skip it.
@@ -36,6 +36,9 @@ make --no-print-directory check-generate
 
 step "gofmt and go vet"
 make --no-print-directory lint
+
+step "deploy files (docker-compose config, manifests in go test)"
+docker-compose -f deploy/docker-compose.yaml config -q
 
 step "go test -race"
 go test -race -count=1 -timeout 15m ./...

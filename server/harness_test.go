@@ -169,7 +169,7 @@ type delivery struct {
 
 func newRecorder() *recorder { return &recorder{notify: make(chan struct{}, 1)} }
 
-func (r *recorder) Deliver(msg *imlitev1.Message, userIDs []string, exceptConn string, _ time.Time) {
+func (r *recorder) Deliver(_ context.Context, msg *imlitev1.Message, userIDs []string, exceptConn string, _ time.Time) {
 	r.mu.Lock()
 	r.deliveries = append(r.deliveries, delivery{msg: msg, users: append([]string(nil), userIDs...), exceptConn: exceptConn})
 	r.mu.Unlock()

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 
 	busv1 "github.com/imlite/imlite/gen/imlite/bus/v1"
@@ -33,7 +35,8 @@ const (
 // the batch only when every message is stored and its push is published.
 // Backend failures are retried with backoff until ctx ends.
 func (s *Service) handleMsgs(ctx context.Context, recs []*busv1.MsgRecord) error {
-	b := newStoreBatch(s, recs)
+	b := newStoreBatch(ctx, s, recs)
+	defer b.endSpans(ctx.Err())
 	var delay time.Duration
 	for {
 		err := b.storePending(ctx)
@@ -86,6 +89,9 @@ type storeBatch struct {
 	// resolved skips the duplicate lookup on later attempts of the same batch.
 	resolved bool
 	repairs  map[string]int
+	// spans are the imlite.store spans by server_msg_id, ended when the
+	// push records are built or when the batch is abandoned.
+	spans map[string]trace.Span
 }
 
 type storedMsg struct {
@@ -93,8 +99,13 @@ type storedMsg struct {
 	storedAt time.Time
 }
 
-func newStoreBatch(s *Service, recs []*busv1.MsgRecord) *storeBatch {
-	b := &storeBatch{s: s, pending: make(map[string][]*busv1.MsgRecord), repairs: make(map[string]int)}
+func newStoreBatch(ctx context.Context, s *Service, recs []*busv1.MsgRecord) *storeBatch {
+	b := &storeBatch{s: s, pending: make(map[string][]*busv1.MsgRecord), repairs: make(map[string]int), spans: make(map[string]trace.Span, len(recs))}
+	for _, rec := range recs {
+		_, span := s.tracer.Start(extractTrace(ctx, rec.GetTrace()), spanStore,
+			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(messageAttributes(rec.GetMsg())...))
+		b.spans[rec.GetMsg().GetServerMsgId()] = span
+	}
 	firstByKey := make(map[ClientMsgKey]*busv1.MsgRecord, len(recs))
 	var inBatchDups []*busv1.MsgRecord
 	for _, rec := range recs {
@@ -298,9 +309,10 @@ func (b *storeBatch) pushes() []KeyedPush {
 		result[ClientMsgKey{SenderID: m.GetSenderId(), ClientMsgID: m.GetClientMsgId()}] = m
 		out = append(out, KeyedPush{Key: m.GetConversationId(), Record: &busv1.PushRecord{Event: &busv1.PushRecord_Delivery{Delivery: &busv1.Delivery{
 			Msg: m, OriginPod: sm.rec.GetOriginPod(), OriginConn: sm.rec.GetOriginConn(), StoredAtMicros: sm.storedAt.UnixMicro(),
-		}}}})
+		}}, Trace: b.endSpan(m.GetServerMsgId(), attribute.Int64("imlite.seq", m.GetSeq()))}})
 	}
 	for _, d := range b.duplicates {
+		b.endSpan(d.GetRequestMsgId(), attribute.Bool("imlite.duplicate", true))
 		m := d.GetStored()
 		result[ClientMsgKey{SenderID: m.GetSenderId(), ClientMsgID: m.GetClientMsgId()}] = m
 		out = append(out, KeyedPush{Key: m.GetConversationId(), Record: &busv1.PushRecord{Event: &busv1.PushRecord_Duplicate{Duplicate: d}}})
@@ -311,6 +323,7 @@ func (b *storeBatch) pushes() []KeyedPush {
 		if !ok {
 			continue
 		}
+		b.endSpan(m.GetServerMsgId(), attribute.Bool("imlite.duplicate", true))
 		out = append(out, KeyedPush{Key: m.GetConversationId(), Record: &busv1.PushRecord{Event: &busv1.PushRecord_Duplicate{Duplicate: &busv1.Duplicate{
 			RequestMsgId: m.GetServerMsgId(), Stored: stored, OriginPod: rec.GetOriginPod(),
 		}}}})
@@ -319,6 +332,31 @@ func (b *storeBatch) pushes() []KeyedPush {
 		out = append(out, KeyedPush{Key: f.GetServerMsgId(), Record: &busv1.PushRecord{Event: &busv1.PushRecord_Failure{Failure: f}}})
 	}
 	return out
+}
+
+// endSpan ends the store span of a message and returns its trace context
+// for the push record, so the push stage's span is its child.
+func (b *storeBatch) endSpan(serverMsgID string, attrs ...attribute.KeyValue) map[string]string {
+	span, ok := b.spans[serverMsgID]
+	if !ok {
+		return nil
+	}
+	delete(b.spans, serverMsgID)
+	span.SetAttributes(attrs...)
+	span.End()
+	return injectTrace(trace.ContextWithSpan(context.Background(), span))
+}
+
+// endSpans ends the spans left when the batch is abandoned or its records
+// were malformed.
+func (b *storeBatch) endSpans(cause error) {
+	if cause == nil {
+		cause = errors.New("message not stored")
+	}
+	for id, span := range b.spans {
+		endSpan(span, cause)
+		delete(b.spans, id)
+	}
 }
 
 func nextDelay(d time.Duration) time.Duration {

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	busv1 "github.com/imlite/imlite/gen/imlite/bus/v1"
 	imlitev1 "github.com/imlite/imlite/gen/imlite/v1"
 )
@@ -18,7 +20,7 @@ func (s *Service) handlePush(ctx context.Context, recs []*busv1.PushRecord) {
 	for _, rec := range recs {
 		switch ev := rec.GetEvent().(type) {
 		case *busv1.PushRecord_Delivery:
-			s.pushDelivery(ctx, d, ev.Delivery)
+			s.pushDelivery(extractTrace(ctx, rec.GetTrace()), d, ev.Delivery)
 		case *busv1.PushRecord_Duplicate:
 			if ev.Duplicate.GetOriginPod() == s.pod {
 				s.waiters.complete(ev.Duplicate.GetRequestMsgId(), sendResult{resp: sendResponse(ev.Duplicate.GetStored())})
@@ -57,6 +59,8 @@ func (s *Service) handlePush(ctx context.Context, recs []*busv1.PushRecord) {
 
 func (s *Service) pushDelivery(ctx context.Context, d Deliverer, ev *busv1.Delivery) {
 	msg := ev.GetMsg()
+	ctx, span := s.tracer.Start(ctx, spanPush, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(messageAttributes(msg)...))
+	defer span.End()
 	local := ev.GetOriginPod() == s.pod
 	if local && msg.GetSeq() > 0 {
 		s.waiters.complete(msg.GetServerMsgId(), sendResult{resp: sendResponse(msg)})
@@ -69,6 +73,7 @@ func (s *Service) pushDelivery(ctx context.Context, d Deliverer, ev *busv1.Deliv
 		// The message is stored; members that miss this push catch up
 		// with PullMsg.
 		s.log.Error("push stage: cannot resolve recipients", "conversation_id", msg.GetConversationId(), "seq", msg.GetSeq(), "err", err)
+		failSpan(span, err)
 		return
 	}
 	except := ""
@@ -79,7 +84,7 @@ func (s *Service) pushDelivery(ctx context.Context, d Deliverer, ev *busv1.Deliv
 	if ev.GetStoredAtMicros() > 0 {
 		storedAt = time.UnixMicro(ev.GetStoredAtMicros())
 	}
-	d.Deliver(msg, recipients, except, storedAt)
+	d.Deliver(ctx, msg, recipients, except, storedAt)
 	s.obs.Pushed(msg, len(recipients), storedAt)
 }
 

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
@@ -32,6 +34,25 @@ func (s *Service) SendMsg(ctx context.Context, req *imlitev1.SendMsgRequest) (*i
 	return pending.Wait(ctx)
 }
 
+// AcceptMsg runs the first half of SendMsg: it validates and publishes the
+// message. Publishes from one goroutine keep their order, so a connection
+// that accepts sends one by one and waits for them concurrently still gets
+// seqs in its sending order.
+func (s *Service) AcceptMsg(ctx context.Context, req *imlitev1.SendMsgRequest) (*PendingSend, error) {
+	ctx, span := s.tracer.Start(ctx, spanSend)
+	pending, err := s.acceptMsg(ctx, req)
+	if err != nil {
+		endSpan(span, err)
+		return nil, err
+	}
+	pending.span = span
+	if pending.resp != nil {
+		span.SetAttributes(attribute.Int64("imlite.seq", pending.resp.GetSeq()))
+		endSpan(span, nil)
+	}
+	return pending, nil
+}
+
 // PendingSend is a send that was accepted and published; Wait returns its
 // result. Exactly one of resp and wait is set.
 type PendingSend struct {
@@ -39,13 +60,10 @@ type PendingSend struct {
 	resp        *imlitev1.SendMsgResponse
 	wait        <-chan sendResult
 	serverMsgID string
+	span        trace.Span
 }
 
-// AcceptMsg runs the first half of SendMsg: it validates and publishes the
-// message. Publishes from one goroutine keep their order, so a connection
-// that accepts sends one by one and waits for them concurrently still gets
-// seqs in its sending order.
-func (s *Service) AcceptMsg(ctx context.Context, req *imlitev1.SendMsgRequest) (*PendingSend, error) {
+func (s *Service) acceptMsg(ctx context.Context, req *imlitev1.SendMsgRequest) (*PendingSend, error) {
 	p, err := s.caller(ctx)
 	if err != nil {
 		return nil, err
@@ -62,6 +80,7 @@ func (s *Service) AcceptMsg(ctx context.Context, req *imlitev1.SendMsgRequest) (
 		return nil, err
 	}
 	msg := s.newMessage(p, sender, ref, req)
+	trace.SpanFromContext(ctx).SetAttributes(messageAttributes(msg)...)
 
 	if !msg.GetOptions().GetStorage() {
 		resp, err := s.sendTransient(ctx, msg)
@@ -83,7 +102,7 @@ func (s *Service) AcceptMsg(ctx context.Context, req *imlitev1.SendMsgRequest) (
 	}
 
 	wait := s.waiters.add(msg.GetServerMsgId())
-	rec := &busv1.MsgRecord{Msg: msg, OriginPod: s.pod, OriginConn: connIDFrom(ctx)}
+	rec := &busv1.MsgRecord{Msg: msg, OriginPod: s.pod, OriginConn: connIDFrom(ctx), Trace: injectTrace(ctx)}
 	if err := s.b.MsgProducer.PublishMsg(ctx, rec); err != nil {
 		s.waiters.remove(msg.GetServerMsgId())
 		return nil, s.publishError(err, msg.GetServerMsgId())
@@ -99,7 +118,12 @@ func (p *PendingSend) Wait(ctx context.Context) (*imlitev1.SendMsgResponse, erro
 		return p.resp, nil
 	}
 	defer p.s.waiters.remove(p.serverMsgID)
-	return p.s.awaitStored(ctx, p.wait, p.serverMsgID)
+	resp, err := p.s.awaitStored(ctx, p.wait, p.serverMsgID)
+	if resp != nil {
+		p.span.SetAttributes(attribute.Int64("imlite.seq", resp.GetSeq()))
+	}
+	endSpan(p.span, err)
+	return resp, err
 }
 
 // awaitStored waits until the push stage completes the send.
@@ -121,7 +145,7 @@ func (s *Service) awaitStored(ctx context.Context, wait <-chan sendResult, serve
 func (s *Service) sendTransient(ctx context.Context, msg *imlitev1.Message) (*imlitev1.SendMsgResponse, error) {
 	rec := &busv1.PushRecord{Event: &busv1.PushRecord_Delivery{Delivery: &busv1.Delivery{
 		Msg: msg, OriginPod: s.pod, OriginConn: connIDFrom(ctx),
-	}}}
+	}}, Trace: injectTrace(ctx)}
 	if err := s.b.PushProducer.PublishPush(ctx, []KeyedPush{{Key: msg.GetConversationId(), Record: rec}}); err != nil {
 		return nil, s.publishError(err, msg.GetServerMsgId())
 	}

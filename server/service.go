@@ -22,6 +22,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
 	imlitev1 "github.com/imlite/imlite/gen/imlite/v1"
 	"github.com/imlite/imlite/server/apierr"
 	"github.com/imlite/imlite/server/auth"
@@ -90,6 +93,9 @@ type Options struct {
 	Logger        *slog.Logger
 	// Observer receives pipeline events for metrics; nil means none.
 	Observer Observer
+	// TracerProvider creates the spans of each message's trace; nil means
+	// the global provider, which traces nothing unless one was installed.
+	TracerProvider trace.TracerProvider
 }
 
 // Backends are the repositories the core works on.
@@ -134,9 +140,10 @@ func (b Backends) check() error {
 // implements it. Methods must not block on a slow connection.
 type Deliverer interface {
 	// Deliver sends msg to every local connection of the users, except the
-	// connection exceptConn (empty: none). storedAt is when the message was
-	// stored, zero for a transient one, for the store-to-deliver latency.
-	Deliver(msg *imlitev1.Message, userIDs []string, exceptConn string, storedAt time.Time)
+	// connection exceptConn (empty: none). ctx carries the push stage's
+	// span. storedAt is when the message was stored, zero for a transient
+	// one, for the store-to-deliver latency.
+	Deliver(ctx context.Context, msg *imlitev1.Message, userIDs []string, exceptConn string, storedAt time.Time)
 	// Disconnect closes the local connections that d matches.
 	Disconnect(d Disconnect)
 }
@@ -176,6 +183,7 @@ type Service struct {
 	timeout time.Duration
 	log     *slog.Logger
 	obs     Observer
+	tracer  trace.Tracer
 
 	waiters *waiters
 	groups  *memberCache
@@ -207,6 +215,9 @@ func New(b Backends, signer *auth.Signer, opts Options) (*Service, error) {
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
+	if opts.TracerProvider == nil {
+		opts.TracerProvider = otel.GetTracerProvider()
+	}
 	s := &Service{
 		b:       b,
 		signer:  signer,
@@ -215,6 +226,7 @@ func New(b Backends, signer *auth.Signer, opts Options) (*Service, error) {
 		timeout: opts.SendTimeout,
 		log:     opts.Logger,
 		obs:     opts.Observer,
+		tracer:  opts.TracerProvider.Tracer(TracerName),
 		waiters: newWaiters(),
 	}
 	s.groups = newMemberCache(b.Groups, opts.GroupCacheTTL)

@@ -25,6 +25,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	imlitev1 "github.com/imlite/imlite/gen/imlite/v1"
 	"github.com/imlite/imlite/server"
@@ -73,6 +76,9 @@ type Options struct {
 	AllowedOrigins []string
 	// Observer receives connection and frame events; nil means none.
 	Observer Observer
+	// TracerProvider creates the imlite.deliver spans; nil means the
+	// global provider.
+	TracerProvider trace.TracerProvider
 }
 
 func (o Options) withDefaults() Options {
@@ -96,6 +102,9 @@ func (o Options) withDefaults() Options {
 	setInt(&o.MaxQueuedRequests, 64)
 	if o.Observer == nil {
 		o.Observer = nopObserver{}
+	}
+	if o.TracerProvider == nil {
+		o.TracerProvider = otel.GetTracerProvider()
 	}
 	return o
 }
@@ -133,12 +142,16 @@ func (m metricsAdapter) slowConsumer() { m.SlowConsumer() }
 
 const shardCount = 64
 
+// spanDeliver is the span of handing a push to local connections.
+const spanDeliver = "imlite.deliver"
+
 // Hub holds the connections of this pod and implements server.Deliverer.
 type Hub struct {
 	svc     *server.Service
 	opts    Options
 	log     *slog.Logger
 	metrics metricsAdapter
+	tracer  trace.Tracer
 	poller  poller
 	writers *writerPool
 	seed    maphash.Seed
@@ -178,6 +191,7 @@ func NewHub(svc *server.Service, opts Options, log *slog.Logger) (*Hub, error) {
 		opts:    opts,
 		log:     log,
 		metrics: metricsAdapter{opts.Observer},
+		tracer:  opts.TracerProvider.Tracer(server.TracerName),
 		seed:    maphash.MakeSeed(),
 		prefix:  svc.PodName() + "-",
 		ctx:     ctx,
@@ -268,7 +282,13 @@ func (h *Hub) userConns(userID string) []*conn {
 
 // Deliver queues a push of msg to every connection of the users except
 // exceptConn. The frame is encoded once per encoding and shared.
-func (h *Hub) Deliver(msg *imlitev1.Message, userIDs []string, exceptConn string, storedAt time.Time) {
+func (h *Hub) Deliver(ctx context.Context, msg *imlitev1.Message, userIDs []string, exceptConn string, storedAt time.Time) {
+	_, span := h.tracer.Start(ctx, spanDeliver, trace.WithAttributes(
+		attribute.String("imlite.conversation_id", msg.GetConversationId()),
+		attribute.Int64("imlite.seq", msg.GetSeq()),
+		attribute.Int("imlite.recipients", len(userIDs)),
+	))
+	defer span.End()
 	var prepared [3]*websocket.PreparedMessage
 	for _, u := range userIDs {
 		for _, c := range h.userConns(u) {

@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 
 	"connectrpc.com/connect"
+	"go.opentelemetry.io/otel/propagation"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -84,7 +85,7 @@ func (r reporter) clientError(ctx context.Context, method string, err error) *ap
 func NewGRPCServer(svc *server.Service, hs *health.Server, o Options) *grpc.Server {
 	rep := o.reporter("grpc")
 	opts := append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(recoverUnary(rep.log), authUnary, errorUnary(rep)),
+		grpc.ChainUnaryInterceptor(recoverUnary(rep.log), contextUnary, errorUnary(rep)),
 		grpc.ChainStreamInterceptor(recoverStream(rep.log)),
 	}, o.GRPC...)
 	s := grpc.NewServer(opts...)
@@ -97,14 +98,40 @@ func NewGRPCServer(svc *server.Service, hs *health.Server, o Options) *grpc.Serv
 	return s
 }
 
-// authUnary attaches the Authorization metadata for the core to verify.
-func authUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+// contextUnary attaches the Authorization metadata for the core to verify,
+// and the caller's W3C trace context, so a send's trace continues the
+// caller's.
+func contextUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		if v := md.Get("authorization"); len(v) > 0 {
 			ctx = auth.WithAuthorization(ctx, v[0])
 		}
+		ctx = tracePropagator.Extract(ctx, metadataCarrier(md))
 	}
 	return handler(ctx, req)
+}
+
+// tracePropagator reads W3C trace context from incoming calls.
+var tracePropagator = propagation.TraceContext{}
+
+// metadataCarrier adapts gRPC metadata to a propagation.TextMapCarrier.
+type metadataCarrier metadata.MD
+
+func (m metadataCarrier) Get(key string) string {
+	if v := metadata.MD(m).Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (m metadataCarrier) Set(key, value string) { metadata.MD(m).Set(key, value) }
+
+func (m metadataCarrier) Keys() []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // errorUnary converts every error to an *apierr.Error, so no internal error

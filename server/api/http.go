@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/imlite/imlite/gen/openapi"
 	"github.com/imlite/imlite/server"
 )
@@ -47,7 +49,13 @@ func NewHTTPHandler(ctx context.Context, svc *server.Service, opts Options) (htt
 			"message": "no route for " + r.Method + " " + r.URL.Path + "; the API is under /v1/, described at " + OpenAPIPath,
 		})
 	})
-	var h http.Handler = mux
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// REST and Connect calls continue the caller's W3C trace context.
+		if r.Header.Get("traceparent") != "" {
+			r = r.WithContext(tracePropagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header)))
+		}
+		mux.ServeHTTP(w, r)
+	})
 	if opts.Wrap != nil {
 		h = opts.Wrap(h)
 	}

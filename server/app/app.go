@@ -5,18 +5,16 @@ package app
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -26,6 +24,7 @@ import (
 	"github.com/imlite/imlite/server/auth"
 	"github.com/imlite/imlite/server/config"
 	"github.com/imlite/imlite/server/metrics"
+	"github.com/imlite/imlite/server/telemetry"
 	"github.com/imlite/imlite/ws"
 )
 
@@ -39,6 +38,8 @@ type App struct {
 	backends *backends
 	health   *health.Server
 	metrics  *metrics.Metrics
+	// stopTracing flushes and stops the span exporter; nil without one.
+	stopTracing func(context.Context) error
 
 	grpcSrv *grpc.Server
 	httpSrv *http.Server
@@ -48,9 +49,26 @@ type App struct {
 	grpcLn, httpLn, wsLn net.Listener
 }
 
+// Option changes how New assembles the process.
+type Option func(*options)
+
+type options struct {
+	tracerProvider trace.TracerProvider
+}
+
+// WithTracerProvider makes the process trace with tp instead of the
+// exporter that the Telemetry section configures, for tests.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tracerProvider = tp }
+}
+
 // New opens the backends and binds the listeners. Ports of 0 pick free
 // ports, which the Addr methods report.
-func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err error) {
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Option) (_ *App, err error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	a := &App{cfg: cfg, log: log, health: health.NewServer()}
 	defer func() {
 		if err != nil {
@@ -77,14 +95,21 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 		return nil, err
 	}
 
-	// 2. The service core.
+	// 2. Telemetry and the service core.
+	tp := o.tracerProvider
+	if tp == nil {
+		if tp, a.stopTracing, err = telemetry.Setup(ctx, cfg.Telemetry, pod, log); err != nil {
+			return nil, err
+		}
+	}
 	a.metrics = metrics.New()
 	a.svc, err = server.New(a.backends.Backends, signer, server.Options{
-		PodName:     pod,
-		Limits:      limits(cfg.Limits),
-		SendTimeout: cfg.Limits.SendTimeout.Std(),
-		Logger:      log,
-		Observer:    a.metrics,
+		PodName:        pod,
+		Limits:         limits(cfg.Limits),
+		SendTimeout:    cfg.Limits.SendTimeout.Std(),
+		Logger:         log,
+		Observer:       a.metrics,
+		TracerProvider: tp,
 	})
 	if err != nil {
 		return nil, err
@@ -113,6 +138,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 	a.httpSrv.Protocols.SetUnencryptedHTTP2(true)
 	wsOpts := wsOptions(cfg.Websocket)
 	wsOpts.Observer = a.metrics
+	wsOpts.TracerProvider = tp
 	if a.hub, err = ws.NewHub(a.svc, wsOpts, log); err != nil {
 		return nil, fmt.Errorf("websocket hub: %w", err)
 	}
@@ -186,7 +212,8 @@ func (a *App) Run(ctx context.Context) error {
 	for _, name := range append([]string{""}, api.ServiceNames...) {
 		a.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
-	a.log.Info("imlite started", "mode", a.mode(), "grpc", a.GRPCAddr(), "http", a.HTTPAddr(), "websocket", a.WebsocketAddr(), "pod", a.svc.PodName())
+	a.log.Info("imlite started", "mode", a.mode(), "stage", a.cfg.Mode, "grpc", a.GRPCAddr(), "http", a.HTTPAddr(),
+		"websocket", a.WebsocketAddr(), "pod_ip", a.cfg.PodIP)
 	if len(a.cfg.Ignored) > 0 {
 		a.log.Info("config keys accepted for compatibility and not used", "keys", a.cfg.Ignored)
 	}
@@ -251,7 +278,10 @@ func (a *App) shutdown(stopPipeline context.CancelFunc, pipeDone chan error) err
 	case <-ctx.Done():
 		errs = append(errs, errors.New("pipeline did not stop within the shutdown timeout"))
 	}
-	errs = append(errs, a.backends.close())
+	errs = append(errs, a.backends.close(ctx))
+	if a.stopTracing != nil {
+		errs = append(errs, a.stopTracing(ctx))
+	}
 	err := errors.Join(errs...)
 	a.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond), "err", err)
 	return err
@@ -289,7 +319,7 @@ func (a *App) closeAll() {
 		cancel()
 	}
 	if a.backends != nil {
-		if err := a.backends.close(); err != nil {
+		if err := a.backends.close(context.Background()); err != nil {
 			a.log.Error("close backends", "err", err)
 		}
 	}
@@ -302,25 +332,8 @@ func (a *App) mode() string {
 	return "embedded"
 }
 
-// podName is POD_NAME, or in embedded mode the service name. Distributed
-// pods need distinct names because push records and connection ids carry
-// them, so without POD_NAME a pod names itself after its host and a random
-// suffix.
-func podName(cfg *config.Config) string {
-	switch {
-	case cfg.PodName != "":
-		return cfg.PodName
-	case !cfg.Distributed():
-		return cfg.Name
-	}
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = cfg.Name
-	}
-	suffix := make([]byte, 3)
-	_, _ = rand.Read(suffix)
-	return host + "-" + hex.EncodeToString(suffix)
-}
+// podName is the pod's identity, which config resolves from POD_NAME.
+func podName(cfg *config.Config) string { return cfg.PodName }
 
 func limits(l config.LimitsConfig) server.Limits {
 	return server.Limits{

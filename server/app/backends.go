@@ -30,7 +30,8 @@ type backends struct {
 	// drain waits for queued records to be handled; nil when the queues are
 	// external and keep records across restarts.
 	drainFn func(context.Context) error
-	closers []func() error
+	// closers release the backends; ctx bounds the ones that can block.
+	closers []func(ctx context.Context) error
 }
 
 func (b *backends) drain(ctx context.Context) error {
@@ -40,11 +41,12 @@ func (b *backends) drain(ctx context.Context) error {
 	return b.drainFn(ctx)
 }
 
-// close closes in reverse order of opening.
-func (b *backends) close() error {
+// close closes in reverse order of opening, within ctx where a backend
+// allows it.
+func (b *backends) close(ctx context.Context) error {
 	var errs []error
 	for i := len(b.closers) - 1; i >= 0; i-- {
-		errs = append(errs, b.closers[i]())
+		errs = append(errs, b.closers[i](ctx))
 	}
 	b.closers = nil
 	return errors.Join(errs...)
@@ -80,7 +82,7 @@ func openEmbedded(cfg *config.Config) (*backends, error) {
 			return bus.Drain(ctx)
 		},
 	}
-	b.closers = append(b.closers, store.Close)
+	b.closers = append(b.closers, closeFunc(store.Close))
 	return b, nil
 }
 
@@ -90,7 +92,7 @@ func openDistributed(ctx context.Context, cfg *config.Config, pod string, log *s
 	b := &backends{}
 	defer func() {
 		if err != nil {
-			if cerr := b.close(); cerr != nil {
+			if cerr := b.close(context.Background()); cerr != nil {
 				log.Error("close backends after a failed start", "err", cerr)
 			}
 		}
@@ -106,10 +108,14 @@ func openDistributed(ctx context.Context, cfg *config.Config, pod string, log *s
 	if err != nil {
 		return nil, fmt.Errorf("Mongo: %w", err)
 	}
-	b.closers = append(b.closers, func() error {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return mongo.Close(cctx)
+	b.closers = append(b.closers, func(ctx context.Context) error {
+		// Even a shutdown that spent its time gets a second to disconnect.
+		if deadline, ok := ctx.Deadline(); !ok || time.Until(deadline) < time.Second {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			defer cancel()
+		}
+		return mongo.Close(ctx)
 	})
 
 	// 2. Redis: seq counters (seeded from MongoDB), presence, revocations.
@@ -125,7 +131,7 @@ func openDistributed(ctx context.Context, cfg *config.Config, pod string, log *s
 	if err != nil {
 		return nil, fmt.Errorf("Redis: %w", err)
 	}
-	b.closers = append(b.closers, rds.Close)
+	b.closers = append(b.closers, closeFunc(rds.Close))
 
 	// 3. Kafka: the msg topic (one consumer group for all pods) and the push
 	// topic (read by every pod).
@@ -133,18 +139,21 @@ func openDistributed(ctx context.Context, cfg *config.Config, pod string, log *s
 		return kafkaqueue.ProducerConfig{Addrs: p.Addrs, Topic: p.Topic, User: p.User, Passwd: p.Passwd, Partition: p.Partition, ClientID: pod, Logger: log}
 	}
 	consumer := func(c config.KafkaConsumerConfig) kafkaqueue.ConsumerConfig {
-		return kafkaqueue.ConsumerConfig{Addrs: c.Addrs, Topic: c.Topic, Group: c.Group, Consumers: c.Consumers, User: c.User, Passwd: c.Passwd, ClientID: pod, Logger: log}
+		return kafkaqueue.ConsumerConfig{
+			Addrs: c.Addrs, Topic: c.Topic, Group: c.Group, Consumers: c.Consumers, User: c.User, Passwd: c.Passwd,
+			SessionTimeout: c.SessionTimeout.Std(), ClientID: pod, Logger: log,
+		}
 	}
 	msgProducer, err := kafkaqueue.NewMsgProducer(ctx, producer(cfg.Pushers.Msg))
 	if err != nil {
 		return nil, fmt.Errorf("Pushers.Msg: %w", err)
 	}
-	b.closers = append(b.closers, closeFunc(msgProducer.Close))
+	b.closers = append(b.closers, closeFunc(errorless(msgProducer.Close)))
 	pushProducer, err := kafkaqueue.NewPushProducer(ctx, producer(cfg.Pushers.Push))
 	if err != nil {
 		return nil, fmt.Errorf("Pushers.Push: %w", err)
 	}
-	b.closers = append(b.closers, closeFunc(pushProducer.Close))
+	b.closers = append(b.closers, closeFunc(errorless(pushProducer.Close)))
 	msgConsumer, err := kafkaqueue.NewMsgConsumer(consumer(cfg.Consumers.Msg))
 	if err != nil {
 		return nil, fmt.Errorf("Consumers.Msg: %w", err)
@@ -177,7 +186,12 @@ func openDistributed(ctx context.Context, cfg *config.Config, pod string, log *s
 	return b, nil
 }
 
-func closeFunc(f func()) func() error {
+// closeFunc adapts a Close method that takes no context.
+func closeFunc(f func() error) func(context.Context) error {
+	return func(context.Context) error { return f() }
+}
+
+func errorless(f func()) func() error {
 	return func() error {
 		f()
 		return nil

@@ -8,6 +8,8 @@
 package config
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -41,8 +43,10 @@ type Config struct {
 	Shutdown  ShutdownConfig  `yaml:"Shutdown"`
 
 	// PodName and PodIP come from the environment variables POD_NAME and
-	// POD_IP, not from the file. PodName identifies the pod in push records
-	// and connection ids.
+	// POD_IP, not from the file. PodName identifies the pod in push records,
+	// connection ids and logs. Without POD_NAME it is Name in embedded mode;
+	// distributed pods need distinct names, so there it is the host name
+	// with a random suffix.
 	PodName string `yaml:"-"`
 	PodIP   string `yaml:"-"`
 
@@ -189,10 +193,15 @@ type KafkaConsumerConfig struct {
 	// (a group per pod would leave a stale group behind for every restarted
 	// pod), so Consumers.Push.Group is accepted but not used.
 	Group string `yaml:"Group"`
-	// Consumers is the number of workers on this pod. Default 8.
+	// Consumers is the number of partitions this pod handles at once.
+	// Default 8.
 	Consumers int    `yaml:"Consumers"`
 	User      string `yaml:"User"`
 	Passwd    string `yaml:"Passwd"`
+	// SessionTimeout is how long the msg consumer group waits for a pod that
+	// stopped answering before its partitions move to other pods; sends of
+	// those conversations wait meanwhile. Default 10s.
+	SessionTimeout Duration `yaml:"SessionTimeout"`
 }
 
 // PushersConfig holds the producers of the two topics.
@@ -287,6 +296,7 @@ func Default() *Config {
 	c := &Config{}
 	c.applyEnv(os.Getenv)
 	c.applyDefaults()
+	c.resolvePodName()
 	return c
 }
 
@@ -317,7 +327,25 @@ func Parse(data []byte, getenv func(string) string) (*Config, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
+	c.resolvePodName()
 	return c, nil
+}
+
+func (c *Config) resolvePodName() {
+	switch {
+	case c.PodName != "":
+		return
+	case !c.Distributed():
+		c.PodName = c.Name
+		return
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = c.Name
+	}
+	suffix := make([]byte, 3)
+	_, _ = rand.Read(suffix)
+	c.PodName = host + "-" + hex.EncodeToString(suffix)
 }
 
 func (c *Config) applyEnv(getenv func(string) string) {
@@ -383,6 +411,7 @@ func (c *Config) applyDefaults() {
 	num(&c.Pushers.Push.Partition, 1)
 	num(&c.Consumers.Msg.Consumers, 8)
 	num(&c.Consumers.Push.Consumers, 8)
+	dur(&c.Consumers.Msg.SessionTimeout, 10*time.Second)
 	str(&c.Consumers.Msg.Group, c.Name)
 
 	if c.Auth.AccessExpire == 0 {

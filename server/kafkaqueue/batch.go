@@ -73,17 +73,10 @@ func decodeRecords[T any, PT interface {
 				"topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
 			continue
 		}
+		attachTrace(m, r.Headers)
 		out = append(out, m)
 	}
 	return out
-}
-
-// handlerContext returns the ctx for one handler call over recs.
-func handlerContext(ctx context.Context, recs []*kgo.Record, hook func(context.Context, []HeaderCarrier) context.Context) context.Context {
-	if hook == nil {
-		return ctx
-	}
-	return hook(ctx, headerCarriers(recs))
 }
 
 // pollErrors logs the errors of a poll, except those of an ended ctx, and

@@ -1,7 +1,6 @@
 package kafkaqueue
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +15,7 @@ const (
 	DefaultMaxBatch               = 512
 	DefaultCommitTimeout          = 5 * time.Second
 	DefaultPartitionCheckInterval = 30 * time.Second
+	DefaultSessionTimeout         = 10 * time.Second
 	DefaultClientID               = "imlite"
 )
 
@@ -40,10 +40,6 @@ type ProducerConfig struct {
 	ClientID string
 	// Logger receives the client's warnings and errors. Default slog.Default().
 	Logger *slog.Logger
-	// InjectHeaders, when set, is called for each record before it is
-	// produced, with the publish call's ctx, so trace context can travel in
-	// the record headers.
-	InjectHeaders func(ctx context.Context, headers HeaderCarrier)
 }
 
 // ConsumerConfig configures a consumer of one topic. It carries the keys of
@@ -70,14 +66,17 @@ type ConsumerConfig struct {
 	// PartitionCheckInterval is how often the push consumer looks for
 	// partitions added to its topic. Default 30s.
 	PartitionCheckInterval time.Duration
+	// SessionTimeout is how long the group waits for a silent member (a
+	// crashed pod) before its partitions move to other pods. Kafka's own
+	// default is 45s; 10s keeps sends of a crashed pod's conversations
+	// stalled for less time. The broker bounds it with its
+	// group.min.session.timeout.ms and group.max.session.timeout.ms.
+	// Default 10s.
+	SessionTimeout time.Duration
 	// ClientID names this client in broker logs and metrics. Default "imlite".
 	ClientID string
 	// Logger receives consumer warnings and errors. Default slog.Default().
 	Logger *slog.Logger
-	// BatchContext, when set, returns the ctx for one handler call from the
-	// headers of its records, so trace context read from the headers can
-	// reach the handler.
-	BatchContext func(ctx context.Context, headers []HeaderCarrier) context.Context
 }
 
 func (c ProducerConfig) withDefaults() (ProducerConfig, error) {
@@ -120,6 +119,7 @@ func (c ConsumerConfig) withDefaults(needGroup bool) (ConsumerConfig, error) {
 		{"MaxBatch", int64(c.MaxBatch)},
 		{"CommitTimeout", int64(c.CommitTimeout)},
 		{"PartitionCheckInterval", int64(c.PartitionCheckInterval)},
+		{"SessionTimeout", int64(c.SessionTimeout)},
 	} {
 		if f.value < 0 {
 			return c, fmt.Errorf("invalid consumer config: %s is negative; use 0 for the default", f.name)
@@ -129,6 +129,7 @@ func (c ConsumerConfig) withDefaults(needGroup bool) (ConsumerConfig, error) {
 	setDefault(&c.MaxBatch, DefaultMaxBatch)
 	setDefault(&c.CommitTimeout, DefaultCommitTimeout)
 	setDefault(&c.PartitionCheckInterval, DefaultPartitionCheckInterval)
+	setDefault(&c.SessionTimeout, DefaultSessionTimeout)
 	if c.ClientID == "" {
 		c.ClientID = DefaultClientID
 	}

@@ -42,9 +42,9 @@
 //
 // # Trace context
 //
-// ProducerConfig.InjectHeaders and ConsumerConfig.BatchContext are hooks for
-// carrying trace context in record headers. HeaderCarrier adapts the headers
-// of a record to the carrier interface that OpenTelemetry propagators use.
+// The trace field of a MsgRecord or PushRecord (W3C trace context) travels
+// in the Kafka record headers, one header per key, and not in the value;
+// consumers put it back into the decoded record.
 package kafkaqueue
 
 import (

@@ -70,6 +70,10 @@ func (c *MsgConsumer) newClient(clientCtx context.Context) (*kgo.Client, error) 
 		kgo.WithContext(clientCtx),
 		kgo.ConsumeTopics(c.cfg.Topic),
 		kgo.ConsumerGroup(c.cfg.Group),
+		// A crashed pod's partitions wait this long before another pod
+		// takes them over, and their sends wait with them.
+		kgo.SessionTimeout(c.cfg.SessionTimeout),
+		kgo.HeartbeatInterval(c.cfg.SessionTimeout/5),
 		// A group without commits starts at the oldest record, so
 		// messages published before the first pod joined are stored.
 		kgo.ConsumeStartOffset(kgo.NewOffset().AtStart()),
@@ -197,7 +201,7 @@ func (s *msgSession) handlePartition(ctx context.Context, p partitionRecords) pa
 	for chunk := range slices.Chunk(p.records, s.cfg.MaxBatch) {
 		recs := decodeRecords[busv1.MsgRecord](chunk, s.cfg.Logger)
 		if len(recs) > 0 {
-			err := s.handle(handlerContext(ctx, chunk, s.cfg.BatchContext), recs)
+			err := s.handle(ctx, recs)
 			if err != nil {
 				if ctx.Err() == nil {
 					s.cfg.Logger.Error("kafka msg consumer: handler failed; the batch will be delivered again",

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -150,12 +152,55 @@ func newProducer(ctx context.Context, cfg ProducerConfig) (*producer, error) {
 	}, nil
 }
 
+// newRecord encodes m as a record value, with its trace context moved into
+// the record headers, where Kafka tooling expects it. The publisher owns m
+// during the call, so the trace field is detached and restored in place.
 func newRecord(key string, m proto.Message) (*kgo.Record, error) {
+	trace, restore := detachTrace(m)
 	value, err := proto.Marshal(m)
+	restore()
 	if err != nil {
 		return nil, fmt.Errorf("encode record: %w", err)
 	}
-	return &kgo.Record{Key: []byte(key), Value: value}, nil
+	r := &kgo.Record{Key: []byte(key), Value: value}
+	for _, k := range slices.Sorted(maps.Keys(trace)) {
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: []byte(trace[k])})
+	}
+	return r, nil
+}
+
+// detachTrace clears the trace field of a bus record and returns it with a
+// function that puts it back.
+func detachTrace(m proto.Message) (map[string]string, func()) {
+	switch r := m.(type) {
+	case *busv1.MsgRecord:
+		t := r.Trace
+		r.Trace = nil
+		return t, func() { r.Trace = t }
+	case *busv1.PushRecord:
+		t := r.Trace
+		r.Trace = nil
+		return t, func() { r.Trace = t }
+	}
+	return nil, func() {}
+}
+
+// attachTrace sets the trace field of a decoded bus record from the record
+// headers.
+func attachTrace(m proto.Message, headers []kgo.RecordHeader) {
+	if len(headers) == 0 {
+		return
+	}
+	trace := make(map[string]string, len(headers))
+	for _, h := range headers {
+		trace[h.Key] = string(h.Value)
+	}
+	switch r := m.(type) {
+	case *busv1.MsgRecord:
+		r.Trace = trace
+	case *busv1.PushRecord:
+		r.Trace = trace
+	}
 }
 
 // produce writes recs and waits for every acknowledgement. It returns at
@@ -167,9 +212,6 @@ func (p *producer) produce(ctx context.Context, op string, recs []*kgo.Record) e
 	defer cancel()
 	results := make(chan error, len(recs))
 	for _, r := range recs {
-		if p.cfg.InjectHeaders != nil {
-			p.cfg.InjectHeaders(ctx, HeaderCarrier{Record: r})
-		}
 		p.cl.Produce(ctx, r, func(_ *kgo.Record, err error) { results <- err })
 	}
 	for range recs {

@@ -176,7 +176,7 @@ func (c *PushConsumer) poll(ctx context.Context, cl *kgo.Client, handle server.P
 		forEachPartition(splitByPartition(fetches), c.cfg.Consumers, func(_ int, p partitionRecords) {
 			for chunk := range slices.Chunk(p.records, c.cfg.MaxBatch) {
 				if recs := decodeRecords[busv1.PushRecord](chunk, c.cfg.Logger); len(recs) > 0 {
-					handle(handlerContext(ctx, chunk, c.cfg.BatchContext), recs)
+					handle(ctx, recs)
 				}
 			}
 		})

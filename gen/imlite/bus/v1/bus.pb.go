@@ -33,7 +33,10 @@ type MsgRecord struct {
 	// Pod that accepted the send and waits for the stored result.
 	OriginPod string `protobuf:"bytes,2,opt,name=origin_pod,json=originPod" json:"origin_pod,omitempty"`
 	// Connection that sent it, so the push skips that one connection.
-	OriginConn    string `protobuf:"bytes,3,opt,name=origin_conn,json=originConn" json:"origin_conn,omitempty"`
+	OriginConn string `protobuf:"bytes,3,opt,name=origin_conn,json=originConn" json:"origin_conn,omitempty"`
+	// W3C trace context (traceparent, tracestate) of the send. On Kafka it
+	// travels in the record headers instead of the value.
+	Trace         map[string]string `protobuf:"bytes,4,rep,name=trace" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -89,6 +92,13 @@ func (x *MsgRecord) GetOriginConn() string {
 	return ""
 }
 
+func (x *MsgRecord) GetTrace() map[string]string {
+	if x != nil {
+		return x.Trace
+	}
+	return nil
+}
+
 // PushRecord is one event on the push topic, read by every pod.
 type PushRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -100,7 +110,10 @@ type PushRecord struct {
 	//	*PushRecord_Kick
 	//	*PushRecord_GroupChanged
 	//	*PushRecord_ConnReplaced
-	Event         isPushRecord_Event `protobuf_oneof:"event"`
+	Event isPushRecord_Event `protobuf_oneof:"event"`
+	// W3C trace context of the stage that published the record. On Kafka it
+	// travels in the record headers instead of the value.
+	Trace         map[string]string `protobuf:"bytes,10,rep,name=trace" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -192,6 +205,13 @@ func (x *PushRecord) GetConnReplaced() *ConnReplaced {
 		if x, ok := x.Event.(*PushRecord_ConnReplaced); ok {
 			return x.ConnReplaced
 		}
+	}
+	return nil
+}
+
+func (x *PushRecord) GetTrace() map[string]string {
+	if x != nil {
+		return x.Trace
 	}
 	return nil
 }
@@ -643,13 +663,18 @@ var File_imlite_bus_v1_bus_proto protoreflect.FileDescriptor
 
 const file_imlite_bus_v1_bus_proto_rawDesc = "" +
 	"\n" +
-	"\x17imlite/bus/v1/bus.proto\x12\rimlite.bus.v1\x1a\x17imlite/v1/message.proto\"q\n" +
+	"\x17imlite/bus/v1/bus.proto\x12\rimlite.bus.v1\x1a\x17imlite/v1/message.proto\"\xe6\x01\n" +
 	"\tMsgRecord\x12$\n" +
 	"\x03msg\x18\x01 \x01(\v2\x12.imlite.v1.MessageR\x03msg\x12\x1d\n" +
 	"\n" +
 	"origin_pod\x18\x02 \x01(\tR\toriginPod\x12\x1f\n" +
 	"\vorigin_conn\x18\x03 \x01(\tR\n" +
-	"originConn\"\xed\x02\n" +
+	"originConn\x129\n" +
+	"\x05trace\x18\x04 \x03(\v2#.imlite.bus.v1.MsgRecord.TraceEntryR\x05trace\x1a8\n" +
+	"\n" +
+	"TraceEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe3\x03\n" +
 	"\n" +
 	"PushRecord\x125\n" +
 	"\bdelivery\x18\x01 \x01(\v2\x17.imlite.bus.v1.DeliveryH\x00R\bdelivery\x128\n" +
@@ -657,7 +682,13 @@ const file_imlite_bus_v1_bus_proto_rawDesc = "" +
 	"\afailure\x18\x03 \x01(\v2\x16.imlite.bus.v1.FailureH\x00R\afailure\x12)\n" +
 	"\x04kick\x18\x04 \x01(\v2\x13.imlite.bus.v1.KickH\x00R\x04kick\x12B\n" +
 	"\rgroup_changed\x18\x05 \x01(\v2\x1b.imlite.bus.v1.GroupChangedH\x00R\fgroupChanged\x12B\n" +
-	"\rconn_replaced\x18\x06 \x01(\v2\x1b.imlite.bus.v1.ConnReplacedH\x00R\fconnReplacedB\a\n" +
+	"\rconn_replaced\x18\x06 \x01(\v2\x1b.imlite.bus.v1.ConnReplacedH\x00R\fconnReplaced\x12:\n" +
+	"\x05trace\x18\n" +
+	" \x03(\v2$.imlite.bus.v1.PushRecord.TraceEntryR\x05trace\x1a8\n" +
+	"\n" +
+	"TraceEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\a\n" +
 	"\x05event\"\x9a\x01\n" +
 	"\bDelivery\x12$\n" +
 	"\x03msg\x18\x01 \x01(\v2\x12.imlite.v1.MessageR\x03msg\x12\x1d\n" +
@@ -703,7 +734,7 @@ func file_imlite_bus_v1_bus_proto_rawDescGZIP() []byte {
 	return file_imlite_bus_v1_bus_proto_rawDescData
 }
 
-var file_imlite_bus_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_imlite_bus_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_imlite_bus_v1_bus_proto_goTypes = []any{
 	(*MsgRecord)(nil),    // 0: imlite.bus.v1.MsgRecord
 	(*PushRecord)(nil),   // 1: imlite.bus.v1.PushRecord
@@ -713,23 +744,27 @@ var file_imlite_bus_v1_bus_proto_goTypes = []any{
 	(*Kick)(nil),         // 5: imlite.bus.v1.Kick
 	(*GroupChanged)(nil), // 6: imlite.bus.v1.GroupChanged
 	(*ConnReplaced)(nil), // 7: imlite.bus.v1.ConnReplaced
-	(*v1.Message)(nil),   // 8: imlite.v1.Message
+	nil,                  // 8: imlite.bus.v1.MsgRecord.TraceEntry
+	nil,                  // 9: imlite.bus.v1.PushRecord.TraceEntry
+	(*v1.Message)(nil),   // 10: imlite.v1.Message
 }
 var file_imlite_bus_v1_bus_proto_depIdxs = []int32{
-	8, // 0: imlite.bus.v1.MsgRecord.msg:type_name -> imlite.v1.Message
-	2, // 1: imlite.bus.v1.PushRecord.delivery:type_name -> imlite.bus.v1.Delivery
-	3, // 2: imlite.bus.v1.PushRecord.duplicate:type_name -> imlite.bus.v1.Duplicate
-	4, // 3: imlite.bus.v1.PushRecord.failure:type_name -> imlite.bus.v1.Failure
-	5, // 4: imlite.bus.v1.PushRecord.kick:type_name -> imlite.bus.v1.Kick
-	6, // 5: imlite.bus.v1.PushRecord.group_changed:type_name -> imlite.bus.v1.GroupChanged
-	7, // 6: imlite.bus.v1.PushRecord.conn_replaced:type_name -> imlite.bus.v1.ConnReplaced
-	8, // 7: imlite.bus.v1.Delivery.msg:type_name -> imlite.v1.Message
-	8, // 8: imlite.bus.v1.Duplicate.stored:type_name -> imlite.v1.Message
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	10, // 0: imlite.bus.v1.MsgRecord.msg:type_name -> imlite.v1.Message
+	8,  // 1: imlite.bus.v1.MsgRecord.trace:type_name -> imlite.bus.v1.MsgRecord.TraceEntry
+	2,  // 2: imlite.bus.v1.PushRecord.delivery:type_name -> imlite.bus.v1.Delivery
+	3,  // 3: imlite.bus.v1.PushRecord.duplicate:type_name -> imlite.bus.v1.Duplicate
+	4,  // 4: imlite.bus.v1.PushRecord.failure:type_name -> imlite.bus.v1.Failure
+	5,  // 5: imlite.bus.v1.PushRecord.kick:type_name -> imlite.bus.v1.Kick
+	6,  // 6: imlite.bus.v1.PushRecord.group_changed:type_name -> imlite.bus.v1.GroupChanged
+	7,  // 7: imlite.bus.v1.PushRecord.conn_replaced:type_name -> imlite.bus.v1.ConnReplaced
+	9,  // 8: imlite.bus.v1.PushRecord.trace:type_name -> imlite.bus.v1.PushRecord.TraceEntry
+	10, // 9: imlite.bus.v1.Delivery.msg:type_name -> imlite.v1.Message
+	10, // 10: imlite.bus.v1.Duplicate.stored:type_name -> imlite.v1.Message
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_imlite_bus_v1_bus_proto_init() }
@@ -751,7 +786,7 @@ func file_imlite_bus_v1_bus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_imlite_bus_v1_bus_proto_rawDesc), len(file_imlite_bus_v1_bus_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
