@@ -26,7 +26,7 @@ const (
 )
 
 // handleMsgs is the store stage. For a batch of msg records it
-//  1. answers retries of sends stored earlier (duplicates),
+//  1. completes retries of sends stored earlier (duplicates),
 //  2. allocates seqs per conversation and stores the rest,
 //  3. repairs the seq counter when the store reports a gap or a taken seq,
 //  4. publishes a push record per stored message and per duplicate.
@@ -132,7 +132,7 @@ func newStoreBatch(ctx context.Context, s *Service, recs []*busv1.MsgRecord) *st
 		}
 		b.pending[conv] = append(b.pending[conv], rec)
 	}
-	// A key sent twice in one batch: the second send is answered with the
+	// A key sent twice in one batch: the second send is completed with the
 	// first one's result once that is stored.
 	if len(inBatchDups) > 0 {
 		b.inBatchDups = inBatchDups
@@ -245,7 +245,7 @@ func (b *storeBatch) repairSeq(ctx context.Context, conv string, cause error) er
 // resolveStored looks up which pending messages of the conversations are
 // stored already. One with the same server_msg_id was stored by an earlier
 // attempt (its push may be missing, so it is pushed again); one with another
-// server_msg_id is a retried send, answered as a duplicate.
+// server_msg_id is a retried send, completed as a duplicate.
 func (b *storeBatch) resolveStored(ctx context.Context, convs []string) error {
 	var keys []ClientMsgKey
 	for _, conv := range convs {
@@ -285,7 +285,7 @@ func (b *storeBatch) resolveStored(ctx context.Context, convs []string) error {
 }
 
 // pushes returns the push records of the finished batch: deliveries in seq
-// order per conversation, then answers for duplicates and failures.
+// order per conversation, then the results of duplicates and failures.
 func (b *storeBatch) pushes() []KeyedPush {
 	out := make([]KeyedPush, 0, len(b.stored)+len(b.duplicates)+len(b.inBatchDups)+len(b.failures))
 

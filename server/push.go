@@ -12,7 +12,7 @@ import (
 )
 
 // handlePush is the push stage, run on every pod for every push record.
-// It answers the SendMsg waiting on this pod, hands deliveries to local
+// It completes the SendMsg waiting on this pod, hands deliveries to local
 // connections, applies kicks and replacements, and drops cached member
 // lists of changed groups.
 func (s *Service) handlePush(ctx context.Context, recs []*busv1.PushRecord) {

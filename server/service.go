@@ -8,7 +8,7 @@
 // it and publishes it to the msg topic; the store stage (handleMsgs) assigns
 // seqs, stores the batch and publishes each stored message to the push topic;
 // the push stage (handlePush), running on every pod, delivers it to local
-// connections and answers the waiting SendMsg on the pod that accepted it.
+// connections and completes the waiting SendMsg on the pod that accepted it.
 //
 // All exported methods are safe for concurrent use. Every error they return
 // is an *apierr.Error.

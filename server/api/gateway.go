@@ -67,9 +67,9 @@ func NewGateway(ctx context.Context, svc *server.Service, o Options) (http.Handl
 }
 
 // writeRESTError writes e as the JSON form of google.rpc.Status with the
-// given HTTP status, or when 0 the one grpc-gateway maps the code to. 401 answers carry a standard
-// RFC 6750 WWW-Authenticate header instead of the gateway's default, which
-// repeats the message there.
+// given HTTP status, or when 0 the one grpc-gateway maps the code to. A 401
+// carries a standard RFC 6750 WWW-Authenticate header instead of the
+// gateway's default, which repeats the message there.
 func writeRESTError(w http.ResponseWriter, m runtime.Marshaler, e *apierr.Error, status int) {
 	st := e.GRPCStatus()
 	body, err := m.Marshal(st.Proto())

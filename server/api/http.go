@@ -62,7 +62,7 @@ func NewHTTPHandler(ctx context.Context, svc *server.Service, opts Options) (htt
 	return h, nil
 }
 
-// readyHandler probes every backend with a short timeout and answers 503
+// readyHandler probes every backend with a short timeout and returns 503
 // naming the failing ones.
 func readyHandler(checks []ReadinessCheck) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

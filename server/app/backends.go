@@ -169,7 +169,7 @@ func openDistributed(ctx context.Context, cfg *config.Config, pod string, log *s
 		Conversations: mongo,
 		Groups:        mongo,
 		// TODO: revocations live only in Redis, so a flushed or replaced
-		// Redis forgets kicks and earlier tokens work again until they
+		// Redis loses kicks and earlier tokens work again until they
 		// expire; keeping them in MongoDB too would close that.
 		Revocations:  rds,
 		Presence:     rds,

@@ -55,7 +55,7 @@ type Config struct {
 	Ignored []string `yaml:"-"`
 
 	// set holds the keys present in the file, so an explicit 0 port is
-	// told from a missing one.
+	// distinguished from a missing one.
 	set map[string]bool
 }
 
@@ -199,7 +199,7 @@ type KafkaConsumerConfig struct {
 	User      string `yaml:"User"`
 	Passwd    string `yaml:"Passwd"`
 	// SessionTimeout is how long the msg consumer group waits for a pod that
-	// stopped answering before its partitions move to other pods; sends of
+	// stopped responding before its partitions move to other pods; sends of
 	// those conversations wait meanwhile. Default 10s.
 	SessionTimeout Duration `yaml:"SessionTimeout"`
 }
