@@ -196,6 +196,15 @@ type RevocationStore interface {
 	RevokedBefore(ctx context.Context, userID, platform string) (time.Time, error)
 }
 
+// Revocation is one recorded kick.
+type Revocation struct {
+	UserID string
+	// Platform is the kicked platform; empty means all.
+	Platform string
+	// At revokes tokens of the user issued up to this time.
+	At time.Time
+}
+
 // Presence records which users are connected on which platform, cluster-wide.
 type Presence interface {
 	// Connect records a live connection on this pod.

@@ -11,9 +11,6 @@ import (
 	"github.com/imlite/imlite/server/auth"
 )
 
-// maxTokenTTL bounds the lifetime IssueToken accepts.
-const maxTokenTTL = 365 * 24 * time.Hour
-
 const maxReasonBytes = 256
 
 // IssueToken signs a token for any user. Admin tokens only.
@@ -40,8 +37,8 @@ func (s *Service) IssueToken(ctx context.Context, req *imlitev1.IssueTokenReques
 	switch {
 	case req.GetTtlSeconds() < 0:
 		return nil, apierr.InvalidArgument("ttl_seconds %d is negative", req.GetTtlSeconds())
-	case ttl > maxTokenTTL:
-		return nil, apierr.InvalidArgument("ttl_seconds %d exceeds the maximum %d (one year)", req.GetTtlSeconds(), int64(maxTokenTTL/time.Second))
+	case ttl > auth.MaxTTL:
+		return nil, apierr.InvalidArgument("ttl_seconds %d exceeds the maximum %d (one year)", req.GetTtlSeconds(), int64(auth.MaxTTL/time.Second))
 	}
 	token, exp, err := s.signer.Issue(req.GetUserId(), req.GetPlatform(), req.GetRole(), ttl)
 	if err != nil {

@@ -168,15 +168,12 @@ func openDistributed(ctx context.Context, cfg *config.Config, pod string, log *s
 		Seqs:          rds,
 		Conversations: mongo,
 		Groups:        mongo,
-		// TODO: revocations live only in Redis, so a flushed or replaced
-		// Redis loses kicks and earlier tokens work again until they
-		// expire; keeping them in MongoDB too would close that.
-		Revocations:  rds,
-		Presence:     rds,
-		MsgProducer:  msgProducer,
-		MsgConsumer:  msgConsumer,
-		PushProducer: pushProducer,
-		PushConsumer: pushConsumer,
+		Revocations:   &durableRevocations{durable: mongo, cache: rds},
+		Presence:      rds,
+		MsgProducer:   msgProducer,
+		MsgConsumer:   msgConsumer,
+		PushProducer:  pushProducer,
+		PushConsumer:  pushConsumer,
 	}
 	b.readiness = []api.ReadinessCheck{
 		{Name: "mongo", Check: mongo.Ping},

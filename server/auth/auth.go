@@ -24,6 +24,10 @@ const Issuer = "imlite"
 // as many key bytes as the hash output.
 const MinSecretBytes = 32
 
+// MaxTTL bounds every token's lifetime. Kicks are kept only as long as a
+// token they revoke can live.
+const MaxTTL = 365 * 24 * time.Hour
+
 func init() {
 	// Kicks revoke tokens issued before a point in time. Whole seconds would
 	// also revoke a token issued in the same second right after the kick, so
@@ -74,8 +78,8 @@ func NewSigner(secret []byte, defaultTTL time.Duration) (*Signer, error) {
 	if len(secret) < MinSecretBytes {
 		return nil, fmt.Errorf("signing secret is %d bytes, need at least %d", len(secret), MinSecretBytes)
 	}
-	if defaultTTL <= 0 {
-		return nil, fmt.Errorf("default token lifetime %v is not positive", defaultTTL)
+	if defaultTTL <= 0 || defaultTTL > MaxTTL {
+		return nil, fmt.Errorf("default token lifetime %v is outside 1s to %v", defaultTTL, MaxTTL)
 	}
 	return &Signer{secret: secret, defaultTTL: defaultTTL, now: time.Now}, nil
 }
@@ -92,8 +96,8 @@ func (s *Signer) Issue(userID, platform string, role imlitev1.Role, ttl time.Dur
 	if ttl == 0 {
 		ttl = s.defaultTTL
 	}
-	if ttl < 0 {
-		return "", time.Time{}, fmt.Errorf("token lifetime %v is negative", ttl)
+	if ttl < 0 || ttl > MaxTTL {
+		return "", time.Time{}, fmt.Errorf("token lifetime %v is outside 0 to %v", ttl, MaxTTL)
 	}
 	if role == imlitev1.Role_ROLE_UNSPECIFIED {
 		role = imlitev1.Role_ROLE_USER

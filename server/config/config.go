@@ -491,8 +491,9 @@ func (c *Config) validate() error {
 	if c.Auth.AccessSecret != "" && len(c.Auth.AccessSecret) < 32 {
 		bad("Auth.AccessSecret", "is %d bytes; use at least 32 random bytes", len(c.Auth.AccessSecret))
 	}
-	if c.Auth.AccessExpire < 0 {
-		bad("Auth.AccessExpire", "%d is negative", c.Auth.AccessExpire)
+	const maxExpire = 365 * 24 * 3600
+	if c.Auth.AccessExpire < 0 || c.Auth.AccessExpire > maxExpire {
+		bad("Auth.AccessExpire", "%d is outside 1 to %d seconds (one year)", c.Auth.AccessExpire, maxExpire)
 	}
 
 	l := c.Limits

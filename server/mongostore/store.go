@@ -1,6 +1,8 @@
 // Package mongostore is the MongoDB backend of distributed mode. It
-// implements server.MessageStore, server.ConversationStore and
-// server.GroupStore on go.mongodb.org/mongo-driver/v2.
+// implements server.MessageStore, server.ConversationStore,
+// server.GroupStore and server.RevocationStore on
+// go.mongodb.org/mongo-driver/v2. Redis serves revocation checks; this store
+// keeps the kicks durably, so a flushed Redis can be filled again.
 //
 // # Collections
 //
@@ -16,6 +18,7 @@
 //	                    recv_opt, updated_at; unique (user_id, conversation_id)
 //	groups              _id = group id: name, owner_id, ex, created_at, member_count
 //	group_members       group_id, user_id, joined_at; unique (group_id, user_id)
+//	revocations         _id = user id + "\x00" + platform ("*": all): user_id, platform, at
 //
 // # Consistency without transactions
 //
@@ -80,6 +83,7 @@ const (
 	collUserConversations = "user_conversations"
 	collGroups            = "groups"
 	collGroupMembers      = "group_members"
+	collRevocations       = "revocations"
 )
 
 // Index names. An existing index of the same name with other keys makes
@@ -123,6 +127,7 @@ type Store struct {
 	userConversations *mongo.Collection
 	groups            *mongo.Collection
 	groupMembers      *mongo.Collection
+	revocations       *mongo.Collection
 }
 
 // Open connects to MongoDB and creates the indexes the store needs. Indexes
@@ -216,6 +221,7 @@ func newStore(client *mongo.Client, cfg Config) *Store {
 		userConversations: db.Collection(collUserConversations),
 		groups:            db.Collection(collGroups),
 		groupMembers:      db.Collection(collGroupMembers),
+		revocations:       db.Collection(collRevocations),
 	}
 }
 

@@ -67,6 +67,46 @@ func TestGroupStore(t *testing.T) {
 	storetest.TestGroupStore(t, func(*testing.T) server.GroupStore { return s })
 }
 
+func TestRevocationStore(t *testing.T) {
+	s, _ := startStore(t)
+	storetest.TestRevocationStore(t, func(*testing.T) server.RevocationStore { return s })
+}
+
+func TestRevocationsSince(t *testing.T) {
+	s, _ := startStore(t)
+	ctx := t.Context()
+	base := time.Now().Truncate(time.Microsecond)
+	for _, r := range []server.Revocation{
+		{UserID: "old", Platform: "web", At: base.Add(-2 * time.Hour)},
+		{UserID: "recent", Platform: "ios", At: base.Add(-time.Minute)},
+		{UserID: "everywhere", At: base},
+	} {
+		var platforms []string
+		if r.Platform != "" {
+			platforms = []string{r.Platform}
+		}
+		if err := s.Revoke(ctx, r.UserID, platforms, r.At); err != nil {
+			t.Fatalf("Revoke(%s): %v", r.UserID, err)
+		}
+	}
+	got, err := s.RevocationsSince(ctx, base.Add(-time.Hour))
+	if err != nil {
+		t.Fatalf("RevocationsSince: %v", err)
+	}
+	want := map[string]server.Revocation{
+		"recent":     {UserID: "recent", Platform: "ios", At: base.Add(-time.Minute).UTC()},
+		"everywhere": {UserID: "everywhere", At: base.UTC()},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d revocations %v, want %d (the one older than since left out)", len(got), got, len(want))
+	}
+	for _, r := range got {
+		if w, ok := want[r.UserID]; !ok || r.Platform != w.Platform || !r.At.Equal(w.At) {
+			t.Errorf("revocation %+v, want %+v", r, w)
+		}
+	}
+}
+
 func TestOpenCreatesIndexes(t *testing.T) {
 	f := testenv.StartFerretDB(t)
 	first := openStore(t, f.URI(), 5*time.Second)

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/imlite/imlite/server"
 )
 
 // allPlatforms is the hash field of a revocation on every platform. Platform
@@ -36,9 +39,9 @@ return 0
 // a time backwards. The time is stored in microseconds; finer digits are
 // dropped. Failures to reach Redis wrap server.ErrUnavailable.
 //
-// TODO: revocations live only in Redis. A flushed or replaced Redis loses
-// them, and tokens issued before a kick then authenticate again until they
-// expire.
+// A flushed or replaced Redis loses revocations. Distributed mode therefore
+// keeps them in MongoDB too and refills Redis with LoadRevocations when
+// RevocationsLoaded reports the loss.
 func (s *Store) Revoke(ctx context.Context, userID string, platforms []string, at time.Time) error {
 	const op = "revoke tokens"
 	if userID == "" {
@@ -110,4 +113,44 @@ func parseMicros(v any) (time.Time, error) {
 		return time.Time{}, errors.New("stored value " + strconv.Quote(s) + " is not Unix microseconds")
 	}
 	return time.UnixMicro(micros).UTC(), nil
+}
+
+// revocationsLoadedKey marks that this Redis holds every revocation of the
+// durable store. A flushed or replaced Redis lacks it.
+func (s *Store) revocationsLoadedKey() string { return s.prefix + "revocations:loaded" }
+
+// RevocationsLoaded reports whether LoadRevocations filled this Redis since
+// it last lost its data.
+func (s *Store) RevocationsLoaded(ctx context.Context) (bool, error) {
+	n, err := s.client.Exists(ctx, s.revocationsLoadedKey()).Result()
+	if err != nil {
+		return false, wrapErr("check that revocations are loaded", err)
+	}
+	return n == 1, nil
+}
+
+// LoadRevocations records revs as Revoke would, then marks the
+// revocations as loaded. A later time already stored is kept, so a load
+// racing with a kick loses nothing.
+func (s *Store) LoadRevocations(ctx context.Context, revs []server.Revocation) error {
+	const op = "load token revocations"
+	calls := make([]scriptCall, 0, len(revs))
+	for _, r := range revs {
+		platform := r.Platform
+		if platform == "" {
+			platform = allPlatforms
+		}
+		calls = append(calls, scriptCall{script: revokeScript, keys: []string{s.revokedKey(r.UserID)}, args: []any{r.At.UnixMicro(), platform}})
+	}
+	for chunk := range slices.Chunk(calls, 500) {
+		for _, cmd := range s.runScripts(ctx, chunk) {
+			if err := cmd.Err(); err != nil {
+				return wrapErr(op, err)
+			}
+		}
+	}
+	if err := s.client.Set(ctx, s.revocationsLoadedKey(), "1", 0).Err(); err != nil {
+		return wrapErr(op, err)
+	}
+	return nil
 }

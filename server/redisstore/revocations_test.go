@@ -176,3 +176,40 @@ func TestRevocationRejectsInvalidInput(t *testing.T) {
 		t.Errorf("RevokedBefore after rejected calls: got %v and %v, want the zero time because they changed nothing", got, err)
 	}
 }
+
+func TestLoadRevocationsAfterFlush(t *testing.T) {
+	r := testenv.StartRedis(t)
+	s := newStore(t, r.Addr, Config{})
+	ctx := t.Context()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+
+	if loaded, err := s.RevocationsLoaded(ctx); err != nil || loaded {
+		t.Fatalf("RevocationsLoaded on an empty Redis = %v, %v; want false", loaded, err)
+	}
+	revs := []server.Revocation{{UserID: "u1", Platform: "web", At: at}, {UserID: "u2", At: at}}
+	if err := s.LoadRevocations(ctx, revs); err != nil {
+		t.Fatalf("LoadRevocations: %v", err)
+	}
+	if loaded, err := s.RevocationsLoaded(ctx); err != nil || !loaded {
+		t.Fatalf("RevocationsLoaded after loading = %v, %v; want true", loaded, err)
+	}
+	checks := []struct {
+		user, platform string
+		want           time.Time
+	}{
+		{"u1", "web", at},
+		{"u1", "ios", time.Time{}},
+		{"u2", "android", at},
+	}
+	for _, c := range checks {
+		got, err := s.RevokedBefore(ctx, c.user, c.platform)
+		if err != nil || !got.Equal(c.want) {
+			t.Errorf("RevokedBefore(%s, %s) = %v, %v; want %v", c.user, c.platform, got, err, c.want)
+		}
+	}
+
+	r.FlushAll()
+	if loaded, err := s.RevocationsLoaded(ctx); err != nil || loaded {
+		t.Errorf("RevocationsLoaded after FLUSHALL = %v, %v; want false so the revocations are loaded again", loaded, err)
+	}
+}

@@ -7,10 +7,12 @@
 //	seq:<conversation id>   string  last seq handed out
 //	presence:<user id>      zset    member "<platform>|<pod>|<conn id>", score its expiry in Unix ms
 //	revoked:<user id>       hash    field platform or "*" (all platforms), value Unix µs
+//	revocations:loaded      string  set once the revocations of the durable store are loaded
 //
-// Redis holds no state that cannot be rebuilt: seq counters are seeded again from the message store,
-// and each pod writes its presence entries again within a third of
-// Config.PresenceTTL. Revocations are the exception (see Store.Revoke).
+// Redis holds no state that cannot be rebuilt: seq counters are seeded
+// again from the message store, each pod writes its presence entries again
+// within a third of Config.PresenceTTL, and revocations are loaded again
+// from the durable store (LoadRevocations).
 //
 // NOTE: go-redis writes its connection pool messages, such as failed
 // dials, to the standard log package. Its redis.SetLogger is process-wide,
