@@ -1,7 +1,6 @@
 package ws
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -10,18 +9,16 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	imlitev1 "github.com/imlite/imlite/gen/imlite/v1"
 	"github.com/imlite/imlite/server/auth"
 )
 
-// outFrame is one queued write: a prepared push shared by many connections,
-// an encoded reply, or a control frame.
+// outFrame is one queued write: a complete websocket frame, shared by
+// every connection a push goes to.
 type outFrame struct {
-	prepared *websocket.PreparedMessage
-	data     []byte
-	msgType  int
+	frame []byte
+	// push marks a pushed message, counted as a delivery once written.
+	push bool
 	// last ends the connection after this frame (a close frame).
 	last bool
 	// storedAt is the storage time of a pushed stored message, for the
@@ -39,18 +36,20 @@ type conn struct {
 	p        auth.Principal
 	enc      Encoding
 	opened   time.Time
-	ws       *websocket.Conn
-	netConn  *batchConn
+	netConn  net.Conn
 	raw      syscall.RawConn
 	fd       int
 	readMu   sync.Mutex // held while a worker reads; guards parser
 	parser   wireParser
 	lastRead atomic.Int64 // unix nanoseconds of the last bytes read
 	lastPing atomic.Int64
+	// pingJitter spreads the pings of connections that opened together
+	// over the ping interval.
+	pingJitter int64
 
 	mu sync.Mutex
 	// out is the send queue; nil while empty so idle connections hold none.
-	out     []outFrame
+	out     *[]outFrame
 	writing bool
 	// reqs are decoded requests waiting for the request goroutine.
 	reqs     []request
@@ -67,6 +66,10 @@ type conn struct {
 	closeReason string
 }
 
+// queues recycles send queues, so a busy connection does not allocate one
+// per flush and an idle one holds none.
+var queues = sync.Pool{New: func() any { q := make([]outFrame, 0, 16); return &q }}
+
 // enqueue adds a frame to the send queue. A full queue disconnects the
 // client as a slow consumer; it reports false then, or when closing.
 func (c *conn) enqueue(f outFrame) bool {
@@ -75,13 +78,16 @@ func (c *conn) enqueue(f outFrame) bool {
 		c.mu.Unlock()
 		return false
 	}
-	if len(c.out) >= c.h.opts.SendQueue {
+	if c.out == nil {
+		c.out = queues.Get().(*[]outFrame)
+	}
+	if len(*c.out) >= c.h.opts.SendQueue {
 		c.mu.Unlock()
 		c.h.metrics.slowConsumer()
 		c.closeWith(CloseSlowConsumer, "send queue full: the client does not read fast enough", true)
 		return false
 	}
-	c.out = append(c.out, f)
+	*c.out = append(*c.out, f)
 	start := !c.writing
 	c.writing = true
 	c.mu.Unlock()
@@ -91,25 +97,27 @@ func (c *conn) enqueue(f outFrame) bool {
 	return true
 }
 
-// flush writes everything queued, coalescing frames into as few syscalls as
-// the batch buffer allows. It runs on a writer goroutine, the only one that
-// writes to the connection.
+// flush writes everything queued, each round with one writev call. It runs
+// on a writer goroutine, the only one that writes to the connection.
 func (c *conn) flush() {
 	for {
 		c.mu.Lock()
 		batch := c.out
 		c.out = nil
-		if len(batch) == 0 {
+		if batch == nil || len(*batch) == 0 {
 			c.writing = false
 			c.mu.Unlock()
+			recycleQueue(batch)
 			return
 		}
 		c.mu.Unlock()
 
-		last, err := c.writeBatch(batch)
+		last, err := c.writeBatch(*batch)
+		recycleQueue(batch)
 		if err != nil || last {
 			c.mu.Lock()
 			c.writing = false
+			recycleQueue(c.out)
 			c.out = nil
 			c.mu.Unlock()
 			c.terminate()
@@ -118,40 +126,42 @@ func (c *conn) flush() {
 	}
 }
 
+func recycleQueue(q *[]outFrame) {
+	if q == nil || cap(*q) > 1024 {
+		return
+	}
+	clear(*q)
+	*q = (*q)[:0]
+	queues.Put(q)
+}
+
 // writeBatch writes frames and reports whether one of them ended the
 // connection.
 func (c *conn) writeBatch(batch []outFrame) (last bool, err error) {
-	deadline := time.Now().Add(c.h.opts.WriteTimeout)
-	c.netConn.begin()
+	bufs := make(net.Buffers, 0, len(batch))
 	for _, f := range batch {
-		switch {
-		case f.prepared != nil:
-			if err = c.ws.SetWriteDeadline(deadline); err == nil {
-				err = c.ws.WritePreparedMessage(f.prepared)
-			}
-		case f.msgType == websocket.PingMessage || f.msgType == websocket.PongMessage || f.msgType == websocket.CloseMessage:
-			err = c.ws.WriteControl(f.msgType, f.data, deadline)
-		default:
-			if err = c.ws.SetWriteDeadline(deadline); err == nil {
-				err = c.ws.WriteMessage(f.msgType, f.data)
-			}
-		}
-		if err != nil {
-			break
-		}
-		c.h.metrics.frameOut()
-		if f.prepared != nil {
-			c.h.metrics.Delivered(f.storedAt)
-		}
+		bufs = append(bufs, f.frame)
 		if f.last {
 			last = true
+			batch = batch[:len(bufs)]
 			break
 		}
 	}
-	if ferr := c.netConn.end(deadline); err == nil {
-		err = ferr
+	if err := c.netConn.SetWriteDeadline(time.Now().Add(c.h.opts.WriteTimeout)); err != nil {
+		return last, err
 	}
-	return last, err
+	// net.Buffers.WriteTo uses writev on TCP connections, so the shared
+	// push frames are written without a copy.
+	if _, err := bufs.WriteTo(c.netConn); err != nil {
+		return last, err
+	}
+	for _, f := range batch {
+		c.h.metrics.frameOut()
+		if f.push {
+			c.h.metrics.Delivered(f.storedAt)
+		}
+	}
+	return last, nil
 }
 
 // sendFrame encodes f in the given encoding and queues it.
@@ -159,16 +169,12 @@ func (c *conn) sendFrame(f *imlitev1.Frame, enc Encoding) {
 	if e := f.GetError(); e != nil {
 		c.h.metrics.Error(e.GetCode())
 	}
-	data, err := EncodeFrame(enc, f)
+	frame, err := encodeWireFrame(enc, f)
 	if err != nil {
 		c.h.log.Error("encode frame", "conn_id", c.id, "err", err)
 		return
 	}
-	msgType := websocket.BinaryMessage
-	if enc == Text {
-		msgType = websocket.TextMessage
-	}
-	c.enqueue(outFrame{data: data, msgType: msgType})
+	c.enqueue(outFrame{frame: frame})
 }
 
 // closeWith ends the connection: reads stop at once, a close frame with the
@@ -184,12 +190,15 @@ func (c *conn) closeWith(code int, reason string, dropQueued bool) {
 	}
 	c.closing = true
 	c.closeCode, c.closeReason = code, reason
-	if dropQueued {
-		c.out = nil
+	if dropQueued && c.out != nil {
+		*c.out = (*c.out)[:0]
 	}
 	start := false
 	if code != closeNone {
-		c.out = append(c.out, outFrame{msgType: websocket.CloseMessage, data: websocket.FormatCloseMessage(code, truncateReason(reason)), last: true})
+		if c.out == nil {
+			c.out = queues.Get().(*[]outFrame)
+		}
+		*c.out = append(*c.out, outFrame{frame: serverFrame(opClose, closePayload(code, reason)), last: true})
 		start = !c.writing
 		c.writing = true
 	}
@@ -212,7 +221,7 @@ func (c *conn) closeWith(code int, reason string, dropQueued bool) {
 func (c *conn) terminate() {
 	c.closeOnce.Do(func() {
 		c.h.poller.remove(c)
-		_ = c.netConn.Conn.Close()
+		_ = c.netConn.Close()
 		close(c.closed)
 		c.h.unregister(c)
 	})
@@ -268,58 +277,6 @@ var (
 	errWouldBlock = errors.New("would block")
 	errPeerClosed = errors.New("peer closed the connection")
 )
-
-// batchConn gathers the writes gorilla makes during one flush and sends
-// them with one syscall.
-type batchConn struct {
-	net.Conn
-	batching bool
-	buf      *[]byte
-	// handshakeCompressed records whether gorilla's handshake response,
-	// the first write, accepted permessage-deflate; gorilla does not expose
-	// it otherwise.
-	handshakeCompressed bool
-	handshakeSeen       bool
-}
-
-var batchBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
-
-func (b *batchConn) begin() {
-	b.batching = true
-	b.buf = batchBuffers.Get().(*[]byte)
-}
-
-func (b *batchConn) Write(p []byte) (int, error) {
-	if !b.handshakeSeen {
-		b.handshakeSeen = true
-		b.handshakeCompressed = bytes.Contains(p, []byte("permessage-deflate"))
-	}
-	if !b.batching {
-		return b.Conn.Write(p)
-	}
-	*b.buf = append(*b.buf, p...)
-	return len(p), nil
-}
-
-func (b *batchConn) end(deadline time.Time) error {
-	b.batching = false
-	buf := b.buf
-	b.buf = nil
-	defer func() {
-		if cap(*buf) <= 256<<10 {
-			*buf = (*buf)[:0]
-			batchBuffers.Put(buf)
-		}
-	}()
-	if len(*buf) == 0 {
-		return nil
-	}
-	if err := b.Conn.SetWriteDeadline(deadline); err != nil {
-		return err
-	}
-	_, err := b.Conn.Write(*buf)
-	return err
-}
 
 // requestContext returns the context a request of this connection runs in.
 func (c *conn) requestContext() context.Context {

@@ -289,36 +289,25 @@ func (h *Hub) Deliver(ctx context.Context, msg *imlitev1.Message, userIDs []stri
 		attribute.Int("imlite.recipients", len(userIDs)),
 	))
 	defer span.End()
-	var prepared [3]*websocket.PreparedMessage
+	var frames [3][]byte
 	for _, u := range userIDs {
 		for _, c := range h.userConns(u) {
 			if c.id == exceptConn {
 				continue
 			}
-			pm := prepared[c.enc]
-			if pm == nil {
+			frame := frames[c.enc]
+			if frame == nil {
 				var err error
-				pm, err = preparePush(msg, c.enc)
+				frame, err = encodeWireFrame(c.enc, &imlitev1.Frame{Body: &imlitev1.Frame_Push{Push: &imlitev1.PushMsg{Msg: msg}}})
 				if err != nil {
 					h.log.Error("encode push", "conversation_id", msg.GetConversationId(), "seq", msg.GetSeq(), "err", err)
 					return
 				}
-				prepared[c.enc] = pm
+				frames[c.enc] = frame
 			}
-			c.enqueue(outFrame{prepared: pm, storedAt: storedAt})
+			c.enqueue(outFrame{frame: frame, push: true, storedAt: storedAt})
 		}
 	}
-}
-
-func preparePush(msg *imlitev1.Message, enc Encoding) (*websocket.PreparedMessage, error) {
-	data, err := EncodeFrame(enc, &imlitev1.Frame{Body: &imlitev1.Frame_Push{Push: &imlitev1.PushMsg{Msg: msg}}})
-	if err != nil {
-		return nil, err
-	}
-	if enc == Text {
-		return websocket.NewPreparedMessage(websocket.TextMessage, data)
-	}
-	return websocket.NewPreparedMessage(websocket.BinaryMessage, data)
 }
 
 // Disconnect closes the local connections d selects, each after a kick
@@ -389,9 +378,9 @@ func (h *Hub) sweepOnce(now time.Time) {
 			c.closeWith(CloseHeartbeatTimeout, "no frame or pong within "+h.opts.PongTimeout.String(), true)
 		case !c.p.ExpiresAt.IsZero() && now.After(c.p.ExpiresAt):
 			c.closeWith(CloseTokenExpired, "token expired; reconnect with a new token", false)
-		case idle >= ping && nowNano-c.lastPing.Load() >= ping:
+		case idle >= ping+c.pingJitter && nowNano-c.lastPing.Load() >= ping:
 			c.lastPing.Store(nowNano)
-			c.enqueue(outFrame{msgType: websocket.PingMessage})
+			c.enqueue(outFrame{frame: pingFrame})
 		}
 	})
 }
@@ -433,7 +422,9 @@ type writerPool struct {
 }
 
 func newWriterPool(n int) *writerPool {
-	p := &writerPool{work: make(chan *conn, 1024)}
+	// A deep queue keeps a ping round over every connection from spilling
+	// into thousands of extra goroutines.
+	p := &writerPool{work: make(chan *conn, 1<<16)}
 	for range n {
 		p.wg.Add(1)
 		go func() {

@@ -6,7 +6,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/gorilla/websocket"
 	"google.golang.org/grpc/codes"
 
 	imlitev1 "github.com/imlite/imlite/gen/imlite/v1"
@@ -78,7 +77,7 @@ func (h *Hub) readReady(c *conn) {
 func (c *conn) onWireMessage(m wireMessage) error {
 	switch m.op {
 	case opPing:
-		c.enqueue(outFrame{msgType: websocket.PongMessage, data: append([]byte(nil), m.payload...)})
+		c.enqueue(outFrame{frame: serverFrame(opPong, m.payload)})
 		return nil
 	case opPong:
 		return nil

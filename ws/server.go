@@ -1,15 +1,14 @@
 package ws
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -116,42 +115,52 @@ func (h *Hub) reserveSlot() bool {
 	}
 }
 
-// writeBufferPool lends gorilla its write buffers only while a message is
-// written, instead of one buffer per connection.
-var writeBufferPool websocket.BufferPool = &sync.Pool{}
-
-// upgrade completes the handshake on a socket whose writes go through a
-// batchConn. Gorilla gets a small read buffer of its own, which it never
-// uses because this package parses client frames itself.
+// upgrade completes the handshake and keeps only the socket: the server
+// parses client frames and writes its own frames itself, so gorilla's
+// connection and its buffers are released at once.
 func (h *Hub) upgrade(w http.ResponseWriter, r *http.Request) (*conn, error) {
-	hw := &hijackWriter{ResponseWriter: w}
 	u := websocket.Upgrader{
 		ReadBufferSize:    128,
-		WriteBufferPool:   writeBufferPool,
+		WriteBufferSize:   128,
 		HandshakeTimeout:  10 * time.Second,
 		EnableCompression: h.opts.Compression,
 		CheckOrigin:       func(*http.Request) bool { return true },
 	}
-	wsConn, err := u.Upgrade(hw, r, nil)
+	wsConn, err := u.Upgrade(w, r, nil)
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{h: h, id: h.newConnID(), ws: wsConn, netConn: hw.conn, closed: make(chan struct{})}
-	c.parser = wireParser{maxMessage: h.opts.MaxFrameBytes, compression: hw.conn.handshakeCompressed}
-	sc, ok := hw.conn.Conn.(syscall.Conn)
+	nc := wsConn.NetConn()
+	c := &conn{h: h, id: h.newConnID(), netConn: nc, closed: make(chan struct{})}
+	c.parser = wireParser{maxMessage: h.opts.MaxFrameBytes, compression: h.opts.Compression && offersDeflate(r)}
+	sc, ok := nc.(syscall.Conn)
 	if !ok {
-		wsConn.Close()
+		nc.Close()
 		return nil, errors.New("connection does not expose its socket")
 	}
 	if c.raw, err = sc.SyscallConn(); err != nil {
-		wsConn.Close()
+		nc.Close()
 		return nil, err
 	}
 	if err := c.raw.Control(func(fd uintptr) { c.fd = int(fd) }); err != nil {
-		wsConn.Close()
+		nc.Close()
 		return nil, err
 	}
 	return c, nil
+}
+
+// offersDeflate reports whether the client offered permessage-deflate,
+// which gorilla accepts when compression is enabled.
+func offersDeflate(r *http.Request) bool {
+	for _, v := range r.Header.Values("Sec-WebSocket-Extensions") {
+		for _, ext := range strings.Split(v, ",") {
+			name, _, _ := strings.Cut(ext, ";")
+			if strings.EqualFold(strings.TrimSpace(name), "permessage-deflate") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // start registers an upgraded connection, records it in presence (which
@@ -162,6 +171,7 @@ func (h *Hub) start(c *conn) error {
 	c.opened = now
 	c.lastRead.Store(now.UnixNano())
 	c.lastPing.Store(now.UnixNano())
+	c.pingJitter = rand.Int64N(int64(h.opts.PingInterval/2) + 1)
 	h.register(c)
 	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 	defer cancel()
@@ -177,26 +187,6 @@ func (h *Hub) start(c *conn) error {
 	}
 	h.log.Debug("connection opened", "conn_id", c.id, "user_id", c.p.UserID, "platform", c.p.Platform, "encoding", c.enc.String())
 	return nil
-}
-
-// hijackWriter hands gorilla a batchConn instead of the raw socket, so this
-// package controls how writes reach it.
-type hijackWriter struct {
-	http.ResponseWriter
-	conn *batchConn
-}
-
-func (hw *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	hj, ok := hw.ResponseWriter.(http.Hijacker)
-	if !ok {
-		return nil, nil, errors.New("response writer cannot hijack the connection")
-	}
-	nc, brw, err := hj.Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	hw.conn = &batchConn{Conn: nc}
-	return hw.conn, brw, nil
 }
 
 func writeError(w http.ResponseWriter, status, code int, message string) {

@@ -83,8 +83,9 @@ type WebsocketConfig struct {
 	// MaxBadFrames is how many undecodable frames a connection may send per
 	// minute before it is closed. Default 10.
 	MaxBadFrames int `yaml:"MaxBadFrames"`
-	// Compression enables permessage-deflate when the client offers it.
-	// Default false: it costs CPU and memory per connection.
+	// Compression accepts permessage-deflate when the client offers it, for
+	// the frames clients send; the server's frames stay uncompressed, which
+	// RFC 7692 allows. Default false.
 	Compression bool `yaml:"Compression"`
 	// AllowedOrigins limits the Origin header of browser clients; others get
 	// 403. Empty allows every origin, which is safe because clients
