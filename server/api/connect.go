@@ -16,7 +16,10 @@ import (
 // RegisterConnect mounts the Connect handlers (Connect, gRPC and gRPC-Web
 // protocols) of the four services on mux, under /imlite.v1.<Service>/.
 func RegisterConnect(mux *http.ServeMux, svc *server.Service, o Options) {
-	opts := append([]connect.HandlerOption{connect.WithInterceptors(connectInterceptor(o.reporter("connect")))}, o.Connect...)
+	opts := append([]connect.HandlerOption{
+		connect.WithInterceptors(connectInterceptor(o.reporter("connect"))),
+		connect.WithReadMaxBytes(int(o.maxRequestBytes())),
+	}, o.Connect...)
 	mux.Handle(imlitev1connect.NewMessageServiceHandler(svc, opts...))
 	mux.Handle(imlitev1connect.NewConversationServiceHandler(svc, opts...))
 	mux.Handle(imlitev1connect.NewGroupServiceHandler(svc, opts...))

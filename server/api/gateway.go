@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -29,11 +30,10 @@ var JSONUnmarshalOptions = protojson.UnmarshalOptions{DiscardUnknown: false}
 // call the core in process.
 func NewGateway(ctx context.Context, svc *server.Service, o Options) (http.Handler, error) {
 	rep := o.reporter("rest")
+	limit := o.maxRequestBytes()
+	marshaler := restJSON{&runtime.JSONPb{MarshalOptions: JSONMarshalOptions, UnmarshalOptions: JSONUnmarshalOptions}, limit}
 	mux := runtime.NewServeMux(
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
-			MarshalOptions:   JSONMarshalOptions,
-			UnmarshalOptions: JSONUnmarshalOptions,
-		}),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, marshaler),
 		runtime.WithErrorHandler(func(ctx context.Context, _ *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 			writeRESTError(w, m, rep.clientError(ctx, r.Method+" "+r.URL.Path, err), 0)
 		}),
@@ -47,9 +47,17 @@ func NewGateway(ctx context.Context, svc *server.Service, o Options) (http.Handl
 			}
 			writeRESTError(w, m, e, status)
 		}),
+		// Credentials are checked before the body is read, and the body is
+		// bounded, so an anonymous or oversized request costs no memory.
 		runtime.WithMiddlewares(func(next runtime.HandlerFunc) runtime.HandlerFunc {
 			return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
-				r = r.WithContext(auth.WithAuthorization(r.Context(), r.Header.Get("Authorization")))
+				p, err := authenticate(r.Context(), svc, r.Header.Get("Authorization"))
+				if err != nil {
+					writeRESTError(w, marshaler, rep.clientError(r.Context(), r.Method+" "+r.URL.Path, err), 0)
+					return
+				}
+				r = r.WithContext(auth.WithPrincipal(r.Context(), p))
+				r.Body = http.MaxBytesReader(w, r.Body, limit)
 				next(w, r, params)
 			}
 		}),
@@ -85,4 +93,37 @@ func writeRESTError(w http.ResponseWriter, m runtime.Marshaler, e *apierr.Error,
 	}
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+// authenticate verifies the bearer token of an Authorization header.
+func authenticate(ctx context.Context, svc *server.Service, header string) (auth.Principal, error) {
+	token, err := auth.ParseBearer(header)
+	if err != nil {
+		return auth.Principal{}, apierr.Unauthenticated("%v; send \"Authorization: Bearer <token>\"", err)
+	}
+	return svc.Authenticate(ctx, token)
+}
+
+// restJSON is the REST body codec: protojson with proto field names, whose
+// decode errors say that the request body is at fault and name the size
+// limit when a body exceeds it.
+type restJSON struct {
+	*runtime.JSONPb
+	limit int64
+}
+
+func (m restJSON) NewDecoder(r io.Reader) runtime.Decoder {
+	d := m.JSONPb.NewDecoder(r)
+	return runtime.DecoderFunc(func(v any) error {
+		err := d.Decode(v)
+		var tooLarge *http.MaxBytesError
+		switch {
+		case err == nil, errors.Is(err, io.EOF):
+			// An empty body decodes as an empty request.
+			return err
+		case errors.As(err, &tooLarge):
+			return fmt.Errorf("request body is larger than the limit of %d bytes", m.limit)
+		}
+		return fmt.Errorf("invalid JSON request body: %v", err)
+	})
 }

@@ -51,6 +51,16 @@ type Options struct {
 	Metrics http.Handler
 	// Wrap wraps the whole HTTP handler, for tracing or request metrics.
 	Wrap func(http.Handler) http.Handler
+	// MaxRequestBytes bounds a request body or message on every transport.
+	// Zero means 1 MiB.
+	MaxRequestBytes int64
+}
+
+func (o Options) maxRequestBytes() int64 {
+	if o.MaxRequestBytes <= 0 {
+		return 1 << 20
+	}
+	return o.MaxRequestBytes
 }
 
 func (o Options) reporter(transport string) reporter {
@@ -87,6 +97,7 @@ func NewGRPCServer(svc *server.Service, hs *health.Server, o Options) *grpc.Serv
 	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(recoverUnary(rep.log), contextUnary, errorUnary(rep)),
 		grpc.ChainStreamInterceptor(recoverStream(rep.log)),
+		grpc.MaxRecvMsgSize(int(o.maxRequestBytes())),
 	}, o.GRPC...)
 	s := grpc.NewServer(opts...)
 	imlitev1.RegisterMessageServiceServer(s, svc)

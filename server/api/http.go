@@ -6,10 +6,12 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/imlite/imlite/gen/openapi"
 	"github.com/imlite/imlite/server"
+	"github.com/imlite/imlite/server/apierr"
 )
 
 // OpenAPIPath is where the OpenAPI v2 document is served.
@@ -43,11 +45,10 @@ func NewHTTPHandler(ctx context.Context, svc *server.Service, opts Options) (htt
 	if opts.Metrics != nil {
 		mux.Handle("GET /metrics", opts.Metrics)
 	}
+	notFound := restJSON{JSONPb: &runtime.JSONPb{MarshalOptions: JSONMarshalOptions}}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]any{
-			"code":    5,
-			"message": "no route for " + r.Method + " " + r.URL.Path + "; the API is under /v1/, described at " + OpenAPIPath,
-		})
+		e := apierr.NotFound("no route for %s %s; the API is under /v1/, described at %s", r.Method, r.URL.Path, OpenAPIPath)
+		writeRESTError(w, notFound, e, http.StatusNotFound)
 	})
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// REST and Connect calls continue the caller's W3C trace context.

@@ -121,6 +121,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		OnError:   a.metrics.ClientError,
 		Readiness: a.backends.readiness,
 		Metrics:   a.metrics.Handler(),
+		// JSON may spell each content byte as a 6-byte \u escape.
+		MaxRequestBytes: int64(6*a.svc.Limits().MaxContentBytes + 64<<10),
 	}
 	a.grpcSrv = api.NewGRPCServer(a.svc, a.health, apiOpts)
 	handler, err := api.NewHTTPHandler(ctx, a.svc, apiOpts)

@@ -404,18 +404,31 @@ func TestHTTPEndpoints(t *testing.T) {
 		}
 	}
 
-	// Malformed JSON and unknown fields are rejected with 400 naming the problem.
-	for _, body := range []string{`{"client_msg_id":`, `{"client_msg_id":"a","recv_id":"b","content":"x","colour":"red"}`} {
-		req, _ := http.NewRequest(http.MethodPost, base+"/v1/messages:send", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+mintToken(t, "alice", false))
+	// Bad bodies are rejected naming the problem, and credentials are
+	// checked before a body is read.
+	huge := `{"client_msg_id":"a","recv_id":"b","content":"` + strings.Repeat("x", 1<<20) + `"}`
+	for _, tc := range []struct {
+		name, body, token string
+		status            int
+		want              string
+	}{
+		{"malformed JSON", `{"client_msg_id":`, mintToken(t, "alice", false), 400, "invalid JSON request body"},
+		{"unknown field", `{"client_msg_id":"a","recv_id":"b","content":"x","colour":"red"}`, mintToken(t, "alice", false), 400, "colour"},
+		{"body over the limit", huge, mintToken(t, "alice", false), 400, "larger than the limit"},
+		{"large body without a token", huge, "", 401, "bearer"},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/messages:send", strings.NewReader(tc.body))
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		data, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest {
-			t.Errorf("body %q: status %d %s, want 400", body, resp.StatusCode, data)
+		if resp.StatusCode != tc.status || !strings.Contains(string(data), tc.want) {
+			t.Errorf("%s: status %d %.200s, want %d containing %q", tc.name, resp.StatusCode, data, tc.status, tc.want)
 		}
 	}
 

@@ -56,7 +56,7 @@ func New(cfg config.LogConfig, podName string, stderr io.Writer) (*slog.Logger, 
 	} else {
 		h = slog.NewJSONHandler(out, opts)
 	}
-	log := slog.New(h)
+	log := slog.New(newRateLimited(h))
 	if cfg.ServiceName != "" {
 		log = log.With("service", cfg.ServiceName)
 	}
@@ -108,13 +108,17 @@ func output(cfg config.LogConfig, podName string, stderr io.Writer) (io.Writer, 
 	return w, w, nil
 }
 
-// replaceAttr formats the time with layout when one is configured, and names
-// the severe level.
+// replaceAttr formats the time with layout when one is configured, writes
+// durations as "1.5s", and names the severe level.
 func replaceAttr(layout string) func([]string, slog.Attr) slog.Attr {
 	if layout == "" {
 		layout = "2006-01-02T15:04:05.000Z07:00"
 	}
 	return func(groups []string, a slog.Attr) slog.Attr {
+		// JSON would print durations as integer nanoseconds.
+		if a.Value.Kind() == slog.KindDuration {
+			return slog.String(a.Key, a.Value.Duration().String())
+		}
 		if len(groups) > 0 {
 			return a
 		}
