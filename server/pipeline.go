@@ -102,8 +102,8 @@ type storedMsg struct {
 func newStoreBatch(ctx context.Context, s *Service, recs []*busv1.MsgRecord) *storeBatch {
 	b := &storeBatch{s: s, pending: make(map[string][]*busv1.MsgRecord), repairs: make(map[string]int), spans: make(map[string]trace.Span, len(recs))}
 	for _, rec := range recs {
-		_, span := s.tracer.Start(extractTrace(ctx, rec.GetTrace()), spanStore,
-			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(messageAttributes(rec.GetMsg())...))
+		_, span := s.tracer.Start(extractTrace(ctx, rec.GetTrace()), spanStore, trace.WithSpanKind(trace.SpanKindConsumer))
+		setMessageAttributes(span, rec.GetMsg())
 		b.spans[rec.GetMsg().GetServerMsgId()] = span
 	}
 	firstByKey := make(map[ClientMsgKey]*busv1.MsgRecord, len(recs))

@@ -59,7 +59,8 @@ func (s *Service) handlePush(ctx context.Context, recs []*busv1.PushRecord) {
 
 func (s *Service) pushDelivery(ctx context.Context, d Deliverer, ev *busv1.Delivery) {
 	msg := ev.GetMsg()
-	ctx, span := s.tracer.Start(ctx, spanPush, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(messageAttributes(msg)...))
+	ctx, span := s.tracer.Start(ctx, spanPush, trace.WithSpanKind(trace.SpanKindConsumer))
+	setMessageAttributes(span, msg)
 	defer span.End()
 	local := ev.GetOriginPod() == s.pod
 	if local && msg.GetSeq() > 0 {

@@ -40,30 +40,92 @@ func (s *Service) SendMsg(ctx context.Context, req *imlitev1.SendMsgRequest) (*i
 // seqs in its sending order.
 func (s *Service) AcceptMsg(ctx context.Context, req *imlitev1.SendMsgRequest) (*PendingSend, error) {
 	ctx, span := s.tracer.Start(ctx, spanSend)
-	pending, err := s.acceptMsg(ctx, req)
+	pending, err := s.acceptMsg(ctx, req, span)
 	if err != nil {
 		endSpan(span, err)
 		return nil, err
 	}
-	pending.span = span
-	if pending.resp != nil {
-		span.SetAttributes(attribute.Int64("imlite.seq", pending.resp.GetSeq()))
-		endSpan(span, nil)
-	}
 	return pending, nil
 }
 
-// PendingSend is a send that was accepted and published; Wait returns its
-// result. Exactly one of resp and wait is set.
+// PendingSend is a send that was accepted; Wait or OnDone returns its
+// result once the push stage completed it or Options.SendTimeout passed.
+// No goroutine or timer is held per send: the push stage and the expiry
+// sweep complete it.
 type PendingSend struct {
 	s           *Service
-	resp        *imlitev1.SendMsgResponse
-	wait        <-chan sendResult
 	serverMsgID string
 	span        trace.Span
+
+	mu     sync.Mutex
+	result *sendResult
+	done   func(*imlitev1.SendMsgResponse, error)
+	ready  chan struct{}
 }
 
-func (s *Service) acceptMsg(ctx context.Context, req *imlitev1.SendMsgRequest) (*PendingSend, error) {
+func (s *Service) newPending(serverMsgID string, span trace.Span) *PendingSend {
+	return &PendingSend{s: s, serverMsgID: serverMsgID, span: span, ready: make(chan struct{})}
+}
+
+// completedPending returns a send whose result is known at once: a
+// transient message or a retry of a stored one.
+func (s *Service) completedPending(resp *imlitev1.SendMsgResponse, span trace.Span) *PendingSend {
+	p := s.newPending(resp.GetServerMsgId(), span)
+	p.complete(sendResult{resp: resp})
+	return p
+}
+
+// complete records the result, ends the span and hands the result to the
+// OnDone callback if one is set. Later calls do nothing.
+func (p *PendingSend) complete(res sendResult) {
+	p.mu.Lock()
+	if p.result != nil {
+		p.mu.Unlock()
+		return
+	}
+	p.result = &res
+	done := p.done
+	p.mu.Unlock()
+	close(p.ready)
+
+	if res.resp != nil {
+		p.span.SetAttributes(attribute.Int64("imlite.seq", res.resp.GetSeq()))
+	}
+	endSpan(p.span, res.err)
+	if done != nil {
+		done(res.resp, res.err)
+	}
+}
+
+// Wait returns the stored result, DeadlineExceeded with the server_msg_id
+// after Options.SendTimeout, or ctx's error.
+func (p *PendingSend) Wait(ctx context.Context) (*imlitev1.SendMsgResponse, error) {
+	select {
+	case <-p.ready:
+		return p.result.resp, p.result.err
+	case <-ctx.Done():
+		p.s.waiters.remove(p.serverMsgID)
+		err := apierr.From(ctx.Err()).With("server_msg_id", p.serverMsgID)
+		p.complete(sendResult{err: err})
+		return p.result.resp, p.result.err
+	}
+}
+
+// OnDone calls fn with the result once it is known, at once if it is
+// already. fn runs on the push stage's goroutine, so it must not block.
+func (p *PendingSend) OnDone(fn func(*imlitev1.SendMsgResponse, error)) {
+	p.mu.Lock()
+	if p.result == nil {
+		p.done = fn
+		p.mu.Unlock()
+		return
+	}
+	res := *p.result
+	p.mu.Unlock()
+	fn(res.resp, res.err)
+}
+
+func (s *Service) acceptMsg(ctx context.Context, req *imlitev1.SendMsgRequest, span trace.Span) (*PendingSend, error) {
 	p, err := s.caller(ctx)
 	if err != nil {
 		return nil, err
@@ -80,14 +142,14 @@ func (s *Service) acceptMsg(ctx context.Context, req *imlitev1.SendMsgRequest) (
 		return nil, err
 	}
 	msg := s.newMessage(p, sender, ref, req)
-	trace.SpanFromContext(ctx).SetAttributes(messageAttributes(msg)...)
+	setMessageAttributes(span, msg)
 
 	if !msg.GetOptions().GetStorage() {
 		resp, err := s.sendTransient(ctx, msg)
 		if err != nil {
 			return nil, err
 		}
-		return &PendingSend{s: s, resp: resp}, nil
+		return s.completedPending(resp, span), nil
 	}
 
 	// A retry of a send that was stored earlier returns the stored result
@@ -98,48 +160,18 @@ func (s *Service) acceptMsg(ctx context.Context, req *imlitev1.SendMsgRequest) (
 		return nil, s.backendError("look up client_msg_id", err)
 	}
 	if stored, ok := found[key]; ok {
-		return &PendingSend{s: s, resp: sendResponse(stored)}, nil
+		return s.completedPending(sendResponse(stored), span), nil
 	}
 
-	wait := s.waiters.add(msg.GetServerMsgId())
+	pending := s.newPending(msg.GetServerMsgId(), span)
+	s.waiters.add(pending, time.Now().Add(s.timeout))
 	rec := &busv1.MsgRecord{Msg: msg, OriginPod: s.pod, OriginConn: connIDFrom(ctx), Trace: injectTrace(ctx)}
 	if err := s.b.MsgProducer.PublishMsg(ctx, rec); err != nil {
 		s.waiters.remove(msg.GetServerMsgId())
 		return nil, s.publishError(err, msg.GetServerMsgId())
 	}
 	s.obs.Accepted(msg)
-	return &PendingSend{s: s, wait: wait, serverMsgID: msg.GetServerMsgId()}, nil
-}
-
-// Wait returns the stored result, or DeadlineExceeded with the
-// server_msg_id after Options.SendTimeout. Call it once.
-func (p *PendingSend) Wait(ctx context.Context) (*imlitev1.SendMsgResponse, error) {
-	if p.resp != nil {
-		return p.resp, nil
-	}
-	defer p.s.waiters.remove(p.serverMsgID)
-	resp, err := p.s.awaitStored(ctx, p.wait, p.serverMsgID)
-	if resp != nil {
-		p.span.SetAttributes(attribute.Int64("imlite.seq", resp.GetSeq()))
-	}
-	endSpan(p.span, err)
-	return resp, err
-}
-
-// awaitStored waits until the push stage completes the send.
-func (s *Service) awaitStored(ctx context.Context, wait <-chan sendResult, serverMsgID string) (*imlitev1.SendMsgResponse, error) {
-	timer := time.NewTimer(s.timeout)
-	defer timer.Stop()
-	select {
-	case res := <-wait:
-		return res.resp, res.err
-	case <-timer.C:
-		return nil, apierr.DeadlineExceeded("message %s was accepted but not stored within %v; retry with the same client_msg_id to get its result",
-			serverMsgID, s.timeout).With("server_msg_id", serverMsgID)
-	case <-ctx.Done():
-		e := apierr.From(ctx.Err())
-		return nil, e.With("server_msg_id", serverMsgID)
-	}
+	return pending, nil
 }
 
 func (s *Service) sendTransient(ctx context.Context, msg *imlitev1.Message) (*imlitev1.SendMsgResponse, error) {
@@ -307,38 +339,84 @@ type sendResult struct {
 	err  error
 }
 
-// waiters maps the server_msg_id of each send in flight on this pod to the
-// channel its SendMsg waits on.
+// waiters maps the server_msg_id of each send in flight on this pod to its
+// PendingSend, in shards so that many senders do not contend on one lock.
 type waiters struct {
+	shards [waiterShards]waiterShard
+}
+
+const waiterShards = 32
+
+type waiterShard struct {
 	mu sync.Mutex
-	m  map[string]chan sendResult
+	m  map[string]waiter
 }
 
-func newWaiters() *waiters { return &waiters{m: make(map[string]chan sendResult)} }
-
-func (w *waiters) add(id string) <-chan sendResult {
-	ch := make(chan sendResult, 1)
-	w.mu.Lock()
-	w.m[id] = ch
-	w.mu.Unlock()
-	return ch
+type waiter struct {
+	pending  *PendingSend
+	deadline time.Time
 }
 
-func (w *waiters) remove(id string) {
-	w.mu.Lock()
-	delete(w.m, id)
-	w.mu.Unlock()
+func newWaiters() *waiters {
+	w := &waiters{}
+	for i := range w.shards {
+		w.shards[i].m = make(map[string]waiter)
+	}
+	return w
 }
 
-// complete delivers res to the waiter of id, if it is still waiting on
-// this pod.
+func (w *waiters) shard(id string) *waiterShard {
+	var h uint32 = 2166136261
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return &w.shards[h%waiterShards]
+}
+
+func (w *waiters) add(p *PendingSend, deadline time.Time) {
+	sh := w.shard(p.serverMsgID)
+	sh.mu.Lock()
+	sh.m[p.serverMsgID] = waiter{pending: p, deadline: deadline}
+	sh.mu.Unlock()
+}
+
+func (w *waiters) take(id string) (waiter, bool) {
+	sh := w.shard(id)
+	sh.mu.Lock()
+	wt, ok := sh.m[id]
+	delete(sh.m, id)
+	sh.mu.Unlock()
+	return wt, ok
+}
+
+func (w *waiters) remove(id string) { w.take(id) }
+
+// complete hands res to the send of id, if it is still waiting on this pod.
 func (w *waiters) complete(id string, res sendResult) {
-	w.mu.Lock()
-	ch, ok := w.m[id]
-	delete(w.m, id)
-	w.mu.Unlock()
-	if ok {
-		ch <- res
+	if wt, ok := w.take(id); ok {
+		wt.pending.complete(res)
+	}
+}
+
+// expire fails the sends whose deadline passed with DeadlineExceeded
+// carrying the server_msg_id, so the client can retry with the same
+// client_msg_id.
+func (w *waiters) expire(now time.Time, timeout time.Duration) {
+	for i := range w.shards {
+		sh := &w.shards[i]
+		var expired []*PendingSend
+		sh.mu.Lock()
+		for id, wt := range sh.m {
+			if now.After(wt.deadline) {
+				expired = append(expired, wt.pending)
+				delete(sh.m, id)
+			}
+		}
+		sh.mu.Unlock()
+		for _, p := range expired {
+			p.complete(sendResult{err: apierr.DeadlineExceeded("message %s was accepted but not stored within %v; retry with the same client_msg_id to get its result",
+				p.serverMsgID, timeout).With("server_msg_id", p.serverMsgID)})
+		}
 	}
 }
 

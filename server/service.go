@@ -264,6 +264,7 @@ func (s *Service) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- s.b.MsgConsumer.ConsumeMsgs(ctx, s.handleMsgs) }()
 	go func() { errc <- s.b.PushConsumer.ConsumePush(ctx, s.handlePush) }()
+	go s.expireSends(ctx)
 
 	var first error
 	for range 2 {
@@ -275,6 +276,21 @@ func (s *Service) Run(ctx context.Context) error {
 		cancel()
 	}
 	return first
+}
+
+// expireSends fails sends that were not stored within the send timeout.
+// It checks ten times per timeout, so a send fails at most 10% late.
+func (s *Service) expireSends(ctx context.Context) {
+	t := time.NewTicker(max(s.timeout/10, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.waiters.expire(now, s.timeout)
+		}
+	}
 }
 
 // WaitReady returns once every consumer that implements Readier is ready,

@@ -47,7 +47,15 @@ func extractTrace(ctx context.Context, fields map[string]string) context.Context
 	return tracePropagator.Extract(ctx, propagation.MapCarrier(fields))
 }
 
-// messageAttributes are the span attributes of a message. Content never is.
+// setMessageAttributes adds a message's attributes to a recording span;
+// content is never one.
+func setMessageAttributes(span trace.Span, m *imlitev1.Message) {
+	if span.IsRecording() {
+		span.SetAttributes(messageAttributes(m)...)
+	}
+}
+
+// messageAttributes are the span attributes of a message.
 func messageAttributes(m *imlitev1.Message) []attribute.KeyValue {
 	return []attribute.KeyValue{
 		attribute.String("imlite.conversation_id", m.GetConversationId()),

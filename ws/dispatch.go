@@ -81,11 +81,10 @@ func (c *conn) handle(r request) {
 			reply(nil, err)
 			return
 		}
-		go func() {
-			defer cancel()
-			resp, err := pending.Wait(ctx)
+		pending.OnDone(func(resp *imlitev1.SendMsgResponse, err error) {
+			cancel()
 			reply(&imlitev1.Frame{Body: &imlitev1.Frame_SendMsgResp{SendMsgResp: resp}}, err)
-		}()
+		})
 		return
 	}
 

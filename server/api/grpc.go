@@ -54,6 +54,8 @@ type Options struct {
 	// MaxRequestBytes bounds a request body or message on every transport.
 	// Zero means 1 MiB.
 	MaxRequestBytes int64
+	// Pprof serves net/http/pprof under /debug/pprof/.
+	Pprof bool
 }
 
 func (o Options) maxRequestBytes() int64 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -44,6 +45,13 @@ func NewHTTPHandler(ctx context.Context, svc *server.Service, opts Options) (htt
 	mux.HandleFunc("GET /readyz", readyHandler(opts.Readiness))
 	if opts.Metrics != nil {
 		mux.Handle("GET /metrics", opts.Metrics)
+	}
+	if opts.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	notFound := restJSON{JSONPb: &runtime.JSONPb{MarshalOptions: JSONMarshalOptions}}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

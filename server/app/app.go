@@ -123,6 +123,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		Metrics:   a.metrics.Handler(),
 		// JSON may spell each content byte as a 6-byte \u escape.
 		MaxRequestBytes: int64(6*a.svc.Limits().MaxContentBytes + 64<<10),
+		Pprof:           cfg.Http.Pprof,
 	}
 	a.grpcSrv = api.NewGRPCServer(a.svc, a.health, apiOpts)
 	handler, err := api.NewHTTPHandler(ctx, a.svc, apiOpts)

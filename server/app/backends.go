@@ -62,7 +62,10 @@ func openEmbedded(cfg *config.Config) (*backends, error) {
 	if err != nil {
 		return nil, err
 	}
-	bus := memqueue.New(memqueue.Options{Partitions: cfg.Consumers.Msg.Consumers})
+	// The store stage's workers (Consumers.Msg.Consumers, default 8) each
+	// take the conversations of one partition, so a transaction touches
+	// fewer pages; the store commits their batches together.
+	bus := memqueue.New(memqueue.Options{MsgPartitions: cfg.Consumers.Msg.Consumers, Partitions: cfg.Consumers.Push.Consumers})
 	b := &backends{
 		Backends: server.Backends{
 			Messages:      store,

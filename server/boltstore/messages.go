@@ -226,22 +226,88 @@ func (s *Store) AppendMessages(ctx context.Context, appends []server.Append) ([]
 		plans[i] = p
 	}
 
-	results := make([]error, len(appends))
-	now := time.Now()
-	err := s.update(ctx, op, func(tx *bbolt.Tx) error {
-		for i := range plans {
-			rejected, err := storeAppend(tx, &plans[i], now)
-			if err != nil {
-				return fmt.Errorf("conversation %s: %w", plans[i].conversationID, err)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	req := &appendRequest{plans: plans, results: make([]error, len(appends)), done: make(chan struct{})}
+	select {
+	case s.appends <- req:
+	case <-s.stop:
+		return nil, fmt.Errorf("%s: %w", op, bbolt.ErrDatabaseNotOpen)
+	}
+	// Once handed over, the request may commit, so it is waited for even
+	// when ctx ends: the result says what was stored.
+	<-req.done
+	if req.err != nil {
+		return nil, fmt.Errorf("%s: %w", op, req.err)
+	}
+	return req.results, nil
+}
+
+// appendRequest is one AppendMessages call waiting for the committer.
+type appendRequest struct {
+	plans   []appendPlan
+	results []error
+	err     error
+	done    chan struct{}
+}
+
+// maxGroupedAppends bounds the calls stored in one transaction.
+const maxGroupedAppends = 64
+
+// commitAppends is the group committer: it stores every AppendMessages call
+// that arrived while the previous transaction was committing in one
+// transaction, so concurrent store-stage workers share one file sync
+// instead of queueing for one each. It runs until Close.
+func (s *Store) commitAppends() {
+	defer close(s.committed)
+	for {
+		var first *appendRequest
+		select {
+		case first = <-s.appends:
+		case <-s.stop:
+			return
+		}
+		group := []*appendRequest{first}
+	gather:
+		for len(group) < maxGroupedAppends {
+			select {
+			case r := <-s.appends:
+				group = append(group, r)
+			default:
+				break gather
 			}
-			results[i] = rejected
+		}
+		s.commitGroup(group)
+	}
+}
+
+// commitGroup stores a group in one transaction. When that fails, each
+// request is retried alone, so a failing write fails only its own call.
+func (s *Store) commitGroup(group []*appendRequest) {
+	now := time.Now()
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		for _, r := range group {
+			for i := range r.plans {
+				rejected, err := storeAppend(tx, &r.plans[i], now)
+				if err != nil {
+					return fmt.Errorf("conversation %s: %w", r.plans[i].conversationID, err)
+				}
+				r.results[i] = rejected
+			}
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
+	if err != nil && len(group) > 1 {
+		for _, r := range group {
+			s.commitGroup([]*appendRequest{r})
+		}
+		return
 	}
-	return results, nil
+	for _, r := range group {
+		r.err = err
+		close(r.done)
+	}
 }
 
 // storeAppend writes one planned append. It returns the sentinel error that

@@ -100,6 +100,10 @@ type HTTPConfig struct {
 	Port int `yaml:"Port"`
 	// Host is the listen address. Default "0.0.0.0".
 	Host string `yaml:"Host"`
+	// Pprof serves Go's profiles under /debug/pprof/ on this port. Default
+	// false: profiles reveal internals, so enable it only where the port is
+	// private.
+	Pprof bool `yaml:"Pprof"`
 }
 
 // LogConfig configures logging.

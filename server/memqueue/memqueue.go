@@ -26,9 +26,12 @@ import (
 
 // Options size the queues. Zero fields take the defaults.
 type Options struct {
-	// Partitions is the number of msg and push partitions, each served by
-	// one worker. Default 8.
+	// Partitions is the number of push partitions, each served by one
+	// worker. Default 8.
 	Partitions int
+	// MsgPartitions is the number of msg partitions, each served by one
+	// store stage worker. Default Partitions.
+	MsgPartitions int
 	// Capacity is the number of records each partition buffers. Default 4096.
 	Capacity int
 	// MaxBatch bounds the records handed to one handler call. Default 512.
@@ -41,6 +44,9 @@ type Options struct {
 func (o Options) withDefaults() Options {
 	if o.Partitions <= 0 {
 		o.Partitions = 8
+	}
+	if o.MsgPartitions <= 0 {
+		o.MsgPartitions = o.Partitions
 	}
 	if o.Capacity <= 0 {
 		o.Capacity = 4096
@@ -87,7 +93,7 @@ var (
 // New returns an empty Bus.
 func New(opts Options) *Bus {
 	opts = opts.withDefaults()
-	b := &Bus{opts: opts, seed: maphash.MakeSeed(), msgs: make([]chan *busv1.MsgRecord, opts.Partitions)}
+	b := &Bus{opts: opts, seed: maphash.MakeSeed(), msgs: make([]chan *busv1.MsgRecord, opts.MsgPartitions)}
 	for i := range b.msgs {
 		b.msgs[i] = make(chan *busv1.MsgRecord, opts.Capacity)
 	}
@@ -104,8 +110,8 @@ func (b *Bus) newSubscriber() *subscriber {
 	return sub
 }
 
-func (b *Bus) partition(key string) int {
-	return int(maphash.String(b.seed, key) % uint64(b.opts.Partitions))
+func (b *Bus) partition(key string, n int) int {
+	return int(maphash.String(b.seed, key) % uint64(n))
 }
 
 // PublishMsg queues rec on the partition of its conversation.
@@ -114,7 +120,7 @@ func (b *Bus) PublishMsg(ctx context.Context, rec *busv1.MsgRecord) error {
 		return fmt.Errorf("publish msg: %w", ErrClosed)
 	}
 	b.msgPending.Add(1)
-	err := put(ctx, b.msgs[b.partition(rec.GetMsg().GetConversationId())], rec, b.opts.PublishWait, "msg")
+	err := put(ctx, b.msgs[b.partition(rec.GetMsg().GetConversationId(), len(b.msgs))], rec, b.opts.PublishWait, "msg")
 	if err != nil {
 		b.msgPending.Add(-1)
 	}
@@ -207,7 +213,7 @@ func (b *Bus) PublishPush(ctx context.Context, recs []server.KeyedPush) error {
 	for _, sub := range subs {
 		for _, kr := range recs {
 			sub.pending.Add(1)
-			if err := put(ctx, sub.parts[b.partition(kr.Key)], kr.Record, b.opts.PublishWait, "push"); err != nil {
+			if err := put(ctx, sub.parts[b.partition(kr.Key, len(sub.parts))], kr.Record, b.opts.PublishWait, "push"); err != nil {
 				sub.pending.Add(-1)
 				return err
 			}
