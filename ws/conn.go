@@ -43,6 +43,8 @@ type conn struct {
 	parser   wireParser
 	lastRead atomic.Int64 // unix nanoseconds of the last bytes read
 	lastPing atomic.Int64
+	// lastFlush is when the writer last wrote, in unix nanoseconds.
+	lastFlush atomic.Int64
 	// pingJitter spreads the pings of connections that opened together
 	// over the ping interval.
 	pingJitter int64
@@ -92,7 +94,7 @@ func (c *conn) enqueue(f outFrame) bool {
 	c.writing = true
 	c.mu.Unlock()
 	if start {
-		c.h.writers.submit(c)
+		c.h.scheduleFlush(c)
 	}
 	return true
 }
@@ -155,12 +157,18 @@ func (c *conn) writeBatch(batch []outFrame) (last bool, err error) {
 	if _, err := bufs.WriteTo(c.netConn); err != nil {
 		return last, err
 	}
+	c.h.metrics.FramesOut(len(batch))
+	pushes, storedAt := 0, time.Time{}
 	for _, f := range batch {
-		c.h.metrics.frameOut()
 		if f.push {
-			c.h.metrics.Delivered(f.storedAt)
+			pushes++
+			storedAt = f.storedAt
 		}
 	}
+	if pushes > 0 {
+		c.h.metrics.Delivered(pushes, storedAt)
+	}
+	c.lastFlush.Store(time.Now().UnixNano())
 	return last, nil
 }
 

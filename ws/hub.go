@@ -115,29 +115,30 @@ type Observer interface {
 	ConnOpened(platform string)
 	ConnClosed(platform string, code int)
 	FrameIn()
-	FrameOut()
+	// FramesOut counts n frames written to a client.
+	FramesOut(n int)
 	SlowConsumer()
-	// Delivered counts a push written to a connection; storedAt is zero for
-	// a transient message.
-	Delivered(storedAt time.Time)
+	// Delivered counts n pushes written to a connection in one write, and
+	// the store-to-deliver latency of one of them; storedAt is zero for a
+	// transient message.
+	Delivered(n int, storedAt time.Time)
 	// Error counts an error frame sent for a failed request or bad frame.
 	Error(code int32)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) ConnOpened(string)      {}
-func (nopObserver) ConnClosed(string, int) {}
-func (nopObserver) FrameIn()               {}
-func (nopObserver) FrameOut()              {}
-func (nopObserver) SlowConsumer()          {}
-func (nopObserver) Delivered(time.Time)    {}
-func (nopObserver) Error(int32)            {}
+func (nopObserver) ConnOpened(string)        {}
+func (nopObserver) ConnClosed(string, int)   {}
+func (nopObserver) FrameIn()                 {}
+func (nopObserver) FramesOut(int)            {}
+func (nopObserver) SlowConsumer()            {}
+func (nopObserver) Delivered(int, time.Time) {}
+func (nopObserver) Error(int32)              {}
 
 // metricsAdapter gives conn code short names for observer calls.
 type metricsAdapter struct{ Observer }
 
-func (m metricsAdapter) frameOut()     { m.FrameOut() }
 func (m metricsAdapter) slowConsumer() { m.SlowConsumer() }
 
 const shardCount = 64
@@ -170,6 +171,9 @@ type Hub struct {
 	// to zero after Close started.
 	open     sync.WaitGroup
 	stopping atomic.Bool
+
+	lingerMu  sync.Mutex
+	lingering []*conn
 }
 
 // shard maps users to their connections. Slices are replaced on change,
@@ -208,10 +212,14 @@ func NewHub(svc *server.Service, opts Options, log *slog.Logger) (*Hub, error) {
 	}
 	h.poller = p
 	h.writers = newWriterPool(4 * runtime.GOMAXPROCS(0))
-	h.wg.Add(1)
+	h.wg.Add(2)
 	go func() {
 		defer h.wg.Done()
 		h.sweep()
+	}()
+	go func() {
+		defer h.wg.Done()
+		h.linger()
 	}()
 	svc.SetDeliverer(h)
 	return h, nil
@@ -336,20 +344,25 @@ func (h *Hub) Disconnect(d server.Disconnect) {
 	}
 }
 
-// forEach calls fn for every connection.
-func (h *Hub) forEach(fn func(*conn)) {
+// forEach calls fn for every connection, outside the shard locks. It
+// collects each shard into buf and returns buf for reuse, so the once-a-
+// second sweep over every connection makes no garbage.
+func (h *Hub) forEach(buf []*conn, fn func(*conn)) []*conn {
 	for i := range h.shards {
 		sh := &h.shards[i]
+		buf = buf[:0]
 		sh.mu.RLock()
-		var all []*conn
 		for _, conns := range sh.users {
-			all = append(all, conns...)
+			buf = append(buf, conns...)
 		}
 		sh.mu.RUnlock()
-		for _, c := range all {
+		for _, c := range buf {
 			fn(c)
 		}
+		// Drop the references so closed connections can be collected.
+		clear(buf)
 	}
+	return buf[:0]
 }
 
 // sweep pings quiet connections and closes dead or expired ones.
@@ -357,21 +370,22 @@ func (h *Hub) sweep() {
 	interval := min(time.Second, h.opts.PingInterval/2)
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var buf []*conn
 	for {
 		select {
 		case <-h.ctx.Done():
 			return
 		case now := <-t.C:
-			h.sweepOnce(now)
+			buf = h.sweepOnce(buf, now)
 		}
 	}
 }
 
-func (h *Hub) sweepOnce(now time.Time) {
+func (h *Hub) sweepOnce(buf []*conn, now time.Time) []*conn {
 	nowNano := now.UnixNano()
 	ping := h.opts.PingInterval.Nanoseconds()
 	dead := h.opts.PongTimeout.Nanoseconds()
-	h.forEach(func(c *conn) {
+	return h.forEach(buf, func(c *conn) {
 		idle := nowNano - c.lastRead.Load()
 		switch {
 		case idle > dead:
@@ -393,7 +407,7 @@ func (h *Hub) requestContext(c *conn) context.Context {
 // to another pod, and waits for them to end or ctx to expire.
 func (h *Hub) Close(ctx context.Context) error {
 	h.stopping.Store(true)
-	h.forEach(func(c *conn) { c.closeWith(CloseGoingAway, "server shutting down", false) })
+	h.forEach(nil, func(c *conn) { c.closeWith(CloseGoingAway, "server shutting down", false) })
 	done := make(chan struct{})
 	go func() {
 		h.open.Wait()
@@ -404,13 +418,53 @@ func (h *Hub) Close(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		err = ctx.Err()
-		h.forEach(func(c *conn) { c.terminate() })
+		h.forEach(nil, func(c *conn) { c.terminate() })
 	}
 	h.cancel()
 	h.poller.close()
 	h.writers.close()
 	h.wg.Wait()
 	return err
+}
+
+// lingerWindow is how soon after a write a connection's next write waits
+// for the linger tick. A connection that receives a push every few
+// milliseconds, as every member of a busy group does, then sends several
+// frames per write: fewer syscalls for at most a millisecond of delay,
+// while a quiet connection writes at once.
+const lingerWindow = time.Millisecond
+
+// scheduleFlush hands c to the writer pool now, or at the next linger tick
+// when it wrote within lingerWindow.
+func (h *Hub) scheduleFlush(c *conn) {
+	if time.Now().UnixNano()-c.lastFlush.Load() >= int64(lingerWindow) {
+		h.writers.submit(c)
+		return
+	}
+	h.lingerMu.Lock()
+	h.lingering = append(h.lingering, c)
+	h.lingerMu.Unlock()
+}
+
+// linger submits the lingering connections every lingerWindow.
+func (h *Hub) linger() {
+	t := time.NewTicker(lingerWindow)
+	defer t.Stop()
+	var batch []*conn
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.lingerMu.Lock()
+		batch, h.lingering = h.lingering, batch[:0]
+		h.lingerMu.Unlock()
+		for _, c := range batch {
+			h.writers.submit(c)
+		}
+		clear(batch)
+	}
 }
 
 // writerPool runs connection flushes on a fixed set of goroutines, plus a

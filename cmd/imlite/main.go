@@ -14,7 +14,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 )
 
@@ -22,18 +21,8 @@ import (
 var version = "dev"
 
 func main() {
-	// The store stage and the push stage allocate steadily, and collecting
-	// every time the heap doubles cost 10% of the CPU and doubled the
-	// send-to-deliver p99 in BENCHMARKS.md. A heap of up to five times the
-	// live data is a better trade for a chat server; GOGC still overrides.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(defaultGCPercent)
-	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
-
-// defaultGCPercent is the GOGC value used when the environment sets none.
-const defaultGCPercent = 400
 
 // run dispatches to a subcommand and returns the exit code: 0 success,
 // 1 runtime failure, 2 usage error.

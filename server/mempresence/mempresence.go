@@ -10,35 +10,34 @@ import (
 	"github.com/imlite/imlite/server"
 )
 
-// Presence maps user -> platform -> live connection ids. It is safe for
-// concurrent use.
+// Presence keeps each user's live connections as a small slice of
+// (platform, connection id) pairs. Idle connections dominate its memory, so
+// it avoids a map per user and platform; the strings are those the caller
+// holds anyway. It is safe for concurrent use.
 type Presence struct {
 	mu    sync.RWMutex
-	users map[string]map[string]map[string]struct{}
+	users map[string][]entry
+}
+
+type entry struct {
+	platform, connID string
 }
 
 var _ server.Presence = (*Presence)(nil)
 
 // New returns an empty Presence.
 func New() *Presence {
-	return &Presence{users: make(map[string]map[string]map[string]struct{})}
+	return &Presence{users: make(map[string][]entry)}
 }
 
-// Connect records a live connection.
+// Connect records a live connection; recording it twice changes nothing.
 func (p *Presence) Connect(_ context.Context, userID, platform, connID string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	platforms := p.users[userID]
-	if platforms == nil {
-		platforms = make(map[string]map[string]struct{})
-		p.users[userID] = platforms
+	conns := p.users[userID]
+	if !slices.Contains(conns, entry{platform, connID}) {
+		p.users[userID] = append(conns, entry{platform, connID})
 	}
-	conns := platforms[platform]
-	if conns == nil {
-		conns = make(map[string]struct{})
-		platforms[platform] = conns
-	}
-	conns[connID] = struct{}{}
 	return nil
 }
 
@@ -46,14 +45,16 @@ func (p *Presence) Connect(_ context.Context, userID, platform, connID string) e
 func (p *Presence) Disconnect(_ context.Context, userID, platform, connID string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	platforms := p.users[userID]
-	conns := platforms[platform]
-	delete(conns, connID)
-	if len(conns) == 0 {
-		delete(platforms, platform)
+	conns := p.users[userID]
+	i := slices.Index(conns, entry{platform, connID})
+	if i < 0 {
+		return nil
 	}
-	if len(platforms) == 0 {
+	conns = slices.Delete(conns, i, i+1)
+	if len(conns) == 0 {
 		delete(p.users, userID)
+	} else {
+		p.users[userID] = conns
 	}
 	return nil
 }
@@ -64,16 +65,16 @@ func (p *Presence) Platforms(_ context.Context, userIDs []string) (map[string][]
 	defer p.mu.RUnlock()
 	out := make(map[string][]string)
 	for _, id := range userIDs {
-		platforms := p.users[id]
-		if len(platforms) == 0 {
+		conns := p.users[id]
+		if len(conns) == 0 {
 			continue
 		}
-		list := make([]string, 0, len(platforms))
-		for pl := range platforms {
-			list = append(list, pl)
+		list := make([]string, 0, len(conns))
+		for _, c := range conns {
+			list = append(list, c.platform)
 		}
 		slices.Sort(list)
-		out[id] = list
+		out[id] = slices.Compact(list)
 	}
 	return out, nil
 }
