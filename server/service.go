@@ -236,6 +236,9 @@ func New(b Backends, signer *auth.Signer, opts Options) (*Service, error) {
 // Limits returns the effective limits.
 func (s *Service) Limits() Limits { return s.limits }
 
+// SendTimeout returns how long SendMsg waits for its message to be stored.
+func (s *Service) SendTimeout() time.Duration { return s.timeout }
+
 // PodName returns the name this pod uses in push records.
 func (s *Service) PodName() string { return s.pod }
 

@@ -94,7 +94,7 @@ func (c *conn) enqueue(f outFrame) bool {
 	c.writing = true
 	c.mu.Unlock()
 	if start {
-		c.h.scheduleFlush(c)
+		c.h.scheduleFlush(c, f)
 	}
 	return true
 }

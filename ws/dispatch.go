@@ -17,6 +17,9 @@ import (
 type request struct {
 	frame *imlitev1.Frame
 	enc   Encoding
+	// at is when the frame was read; the request's deadline counts from
+	// here, so time spent queued behind slow requests counts too.
+	at time.Time
 }
 
 // queueRequest adds a request for the connection's request goroutine, which
@@ -33,6 +36,7 @@ func (c *conn) queueRequest(r request) {
 			"more than "+itoa(c.h.opts.MaxQueuedRequests)+" requests waiting on this connection; wait for replies before sending more", nil), r.enc)
 		return
 	}
+	r.at = time.Now()
 	c.reqs = append(c.reqs, r)
 	start := !c.handling
 	c.handling = true
@@ -61,7 +65,6 @@ func (c *conn) handleRequests() {
 // handle calls the core for one request and queues the reply. A client may
 // send many messages without waiting for each reply.
 func (c *conn) handle(r request) {
-	ctx, cancel := context.WithTimeout(c.requestContext(), requestTimeout)
 	id := r.frame.GetReqId()
 	reply := func(f *imlitev1.Frame, err error) {
 		if err != nil {
@@ -71,6 +74,24 @@ func (c *conn) handle(r request) {
 		f.ReqId = id
 		c.sendFrame(f, r.enc)
 	}
+
+	// A send is bounded by the send timeout from its arrival, as a gRPC
+	// client's deadline would bound it, and other requests by
+	// requestTimeout. When a backend is slow, requests queued behind a
+	// slow one then fail at once with a clear error instead of each
+	// waiting its full timeout in turn.
+	limit := requestTimeout
+	if _, ok := r.frame.GetBody().(*imlitev1.Frame_SendMsg); ok {
+		limit = c.h.svc.SendTimeout()
+	}
+	deadline := r.at.Add(limit)
+	if waited := time.Since(r.at); !time.Now().Before(deadline) {
+		c.sendFrame(errorFrame(id, int32(codes.DeadlineExceeded),
+			"request waited "+waited.Round(time.Millisecond).String()+" behind earlier requests on this connection, past its "+limit.String()+
+				" limit; the server or a backend is slow, retry later", nil), r.enc)
+		return
+	}
+	ctx, cancel := context.WithDeadline(c.requestContext(), deadline)
 
 	// Sends are pipelined: the message is published here, in order, and
 	// the wait for its seq runs aside.

@@ -174,6 +174,9 @@ type Hub struct {
 
 	lingerMu  sync.Mutex
 	lingering []*conn
+	// lingerWake wakes the linger goroutine when the first connection
+	// starts to linger.
+	lingerWake chan struct{}
 }
 
 // shard maps users to their connections. Slices are replaced on change,
@@ -191,15 +194,16 @@ func NewHub(svc *server.Service, opts Options, log *slog.Logger) (*Hub, error) {
 	opts = opts.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{
-		svc:     svc,
-		opts:    opts,
-		log:     log,
-		metrics: metricsAdapter{opts.Observer},
-		tracer:  opts.TracerProvider.Tracer(server.TracerName),
-		seed:    maphash.MakeSeed(),
-		prefix:  svc.PodName() + "-",
-		ctx:     ctx,
-		cancel:  cancel,
+		svc:        svc,
+		opts:       opts,
+		log:        log,
+		metrics:    metricsAdapter{opts.Observer},
+		tracer:     opts.TracerProvider.Tracer(server.TracerName),
+		seed:       maphash.MakeSeed(),
+		prefix:     svc.PodName() + "-",
+		lingerWake: make(chan struct{}, 1),
+		ctx:        ctx,
+		cancel:     cancel,
 	}
 	for i := range h.shards {
 		h.shards[i].users = make(map[string][]*conn)
@@ -427,31 +431,47 @@ func (h *Hub) Close(ctx context.Context) error {
 	return err
 }
 
-// lingerWindow is how soon after a write a connection's next write waits
-// for the linger tick. A connection that receives a push every few
+// lingerWindow is how soon after a write a connection's next push waits
+// for the linger timer. A connection that receives a push every few
 // milliseconds, as every member of a busy group does, then sends several
 // frames per write: fewer syscalls for at most a millisecond of delay,
-// while a quiet connection writes at once.
+// while a quiet connection writes at once. Replies never linger, so a
+// client that waits for each reply before its next request is not slowed.
 const lingerWindow = time.Millisecond
 
-// scheduleFlush hands c to the writer pool now, or at the next linger tick
-// when it wrote within lingerWindow.
-func (h *Hub) scheduleFlush(c *conn) {
-	if time.Now().UnixNano()-c.lastFlush.Load() >= int64(lingerWindow) {
+// scheduleFlush hands c to the writer pool now, or after lingerWindow when
+// first is a push and c wrote within lingerWindow.
+func (h *Hub) scheduleFlush(c *conn, first outFrame) {
+	if !first.push || time.Now().UnixNano()-c.lastFlush.Load() >= int64(lingerWindow) {
 		h.writers.submit(c)
 		return
 	}
 	h.lingerMu.Lock()
 	h.lingering = append(h.lingering, c)
+	wake := len(h.lingering) == 1
 	h.lingerMu.Unlock()
+	if wake {
+		select {
+		case h.lingerWake <- struct{}{}:
+		default:
+		}
+	}
 }
 
-// linger submits the lingering connections every lingerWindow.
+// linger submits the lingering connections lingerWindow after the first
+// of them arrived. It sleeps while none linger, so an idle hub has no
+// timer firing.
 func (h *Hub) linger() {
-	t := time.NewTicker(lingerWindow)
-	defer t.Stop()
+	t := time.NewTimer(lingerWindow)
+	t.Stop()
 	var batch []*conn
 	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-h.lingerWake:
+		}
+		t.Reset(lingerWindow)
 		select {
 		case <-h.ctx.Done():
 			return
