@@ -40,10 +40,13 @@ var writeBuffers websocket.BufferPool = &sync.Pool{}
 
 // newDialers returns one dialer per source address, 127.0.0.2 upwards, or a
 // single dialer with the kernel's choice when sources is 0. Each pair of
-// source and destination address has its own ~28k ephemeral ports.
+// source and destination address and port has its own ~28k ephemeral ports.
 func newDialers(sources int, timeout time.Duration) []*websocket.Dialer {
 	mk := func(local net.Addr) *websocket.Dialer {
 		nd := &net.Dialer{Timeout: timeout, LocalAddr: local}
+		if local != nil {
+			nd.Control = bindNoPort
+		}
 		return &websocket.Dialer{
 			NetDialContext:   nd.DialContext,
 			HandshakeTimeout: timeout,

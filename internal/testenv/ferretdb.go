@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -60,7 +61,14 @@ func FerretDBURI(t testing.TB) string {
 // if IMLITE_REQUIRE_BACKENDS is "1".
 func StartFerretDB(t testing.TB) *FerretDB {
 	t.Helper()
-	f := &FerretDB{t: t, dir: t.TempDir(), addr: "127.0.0.1:0"}
+	return StartFerretDBOn(t, "127.0.0.1:0")
+}
+
+// StartFerretDBOn is StartFerretDB on addr, host:port; port 0 picks a free
+// one.
+func StartFerretDBOn(t testing.TB, addr string) *FerretDB {
+	t.Helper()
+	f := &FerretDB{t: t, dir: t.TempDir(), addr: addr}
 	if err := f.start(); err != nil {
 		if os.Getenv(requireFerretDBEnv) == "1" {
 			t.Fatalf("start FerretDB: %v (%s=1 requires the backend)", err, requireFerretDBEnv)
@@ -114,7 +122,7 @@ func (f *FerretDB) start() error {
 	if err != nil {
 		return err
 	}
-	if f.addr == "127.0.0.1:0" {
+	if _, port, _ := net.SplitHostPort(f.addr); port == "0" {
 		u, err := url.Parse(db.MongoDBURI())
 		if err != nil {
 			return fmt.Errorf("parse FerretDB URI: %w", err)
