@@ -23,7 +23,7 @@ func (s *Service) handlePush(ctx context.Context, recs []*busv1.PushRecord) {
 			s.pushDelivery(extractTrace(ctx, rec.GetTrace()), d, ev.Delivery)
 		case *busv1.PushRecord_Duplicate:
 			if ev.Duplicate.GetOriginPod() == s.pod {
-				s.waiters.complete(ev.Duplicate.GetRequestMsgId(), sendResult{resp: sendResponse(ev.Duplicate.GetStored())})
+				s.waiters.completeDuplicate(ev.Duplicate.GetRequestMsgId(), ev.Duplicate.GetStored())
 			}
 		case *busv1.PushRecord_Failure:
 			if ev.Failure.GetOriginPod() == s.pod {

@@ -22,8 +22,10 @@ import (
 // the store stage has stored it, then returns its seq. A transient message
 // (options.storage=false) goes straight to the push topic and gets seq 0.
 //
-// A retry with the same (sender, client_msg_id) returns the first result. A
-// send that times out returns DeadlineExceeded with the server_msg_id in the
+// A retry with the same (sender, client_msg_id) returns the first result.
+// Reusing a client_msg_id for another conversation fails with
+// AlreadyExists, because returning the first result would report a message
+// as sent that never went to the requested target. A send that times out returns DeadlineExceeded with the server_msg_id in the
 // error metadata; the message may still be stored, and a retry returns its
 // result.
 func (s *Service) SendMsg(ctx context.Context, req *imlitev1.SendMsgRequest) (*imlitev1.SendMsgResponse, error) {
@@ -56,6 +58,9 @@ type PendingSend struct {
 	s           *Service
 	serverMsgID string
 	span        trace.Span
+	// conversationID is the conversation the send asked for, which the
+	// stored message of a duplicate must match.
+	conversationID string
 
 	mu     sync.Mutex
 	result *sendResult
@@ -160,10 +165,14 @@ func (s *Service) acceptMsg(ctx context.Context, req *imlitev1.SendMsgRequest, s
 		return nil, s.backendError("look up client_msg_id", err)
 	}
 	if stored, ok := found[key]; ok {
+		if err := checkSameConversation(stored, msg.GetConversationId()); err != nil {
+			return nil, err
+		}
 		return s.completedPending(sendResponse(stored), span), nil
 	}
 
 	pending := s.newPending(msg.GetServerMsgId(), span)
+	pending.conversationID = msg.GetConversationId()
 	s.waiters.add(pending, time.Now().Add(s.timeout))
 	rec := &busv1.MsgRecord{Msg: msg, OriginPod: s.pod, OriginConn: connIDFrom(ctx), Trace: injectTrace(ctx)}
 	if err := s.b.MsgProducer.PublishMsg(ctx, rec); err != nil {
@@ -194,7 +203,7 @@ func (s *Service) publishError(err error, serverMsgID string) error {
 		return apierr.From(err)
 	}
 	s.log.Warn("publish to queue failed", "server_msg_id", serverMsgID, "err", err)
-	return apierr.Unavailable(err, "message queue unavailable, nothing was sent; retry later")
+	return apierr.Unavailable(err, "message queue unavailable; the message may or may not be stored; retry with the same client_msg_id").With("server_msg_id", serverMsgID)
 }
 
 func sendResponse(m *imlitev1.Message) *imlitev1.SendMsgResponse {
@@ -390,6 +399,34 @@ func (w *waiters) take(id string) (waiter, bool) {
 }
 
 func (w *waiters) remove(id string) { w.take(id) }
+
+// completeDuplicate hands the result of stored, the message first sent with
+// the same client_msg_id, to the send of id, if it is still waiting on this
+// pod. Two sends that reuse one client_msg_id for different conversations
+// can both pass the check of acceptMsg before either is stored. The later
+// one ends here, so it fails as acceptMsg would have failed it.
+func (w *waiters) completeDuplicate(id string, stored *imlitev1.Message) {
+	wt, ok := w.take(id)
+	if !ok {
+		return
+	}
+	if err := checkSameConversation(stored, wt.pending.conversationID); err != nil {
+		wt.pending.complete(sendResult{err: err})
+		return
+	}
+	wt.pending.complete(sendResult{resp: sendResponse(stored)})
+}
+
+// checkSameConversation fails a retry whose client_msg_id was first used
+// for a message in another conversation.
+func checkSameConversation(stored *imlitev1.Message, conversationID string) error {
+	if stored.GetConversationId() == conversationID {
+		return nil
+	}
+	return apierr.AlreadyExists("client_msg_id %q was already used for message %s in conversation %s, not %s; use a new client_msg_id for a new message",
+		stored.GetClientMsgId(), stored.GetServerMsgId(), stored.GetConversationId(), conversationID).
+		With("server_msg_id", stored.GetServerMsgId())
+}
 
 // complete hands res to the send of id, if it is still waiting on this pod.
 func (w *waiters) complete(id string, res sendResult) {

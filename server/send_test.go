@@ -151,6 +151,71 @@ func TestSendConcurrentRetriesStoreOnce(t *testing.T) {
 	}
 }
 
+func TestSendReusedClientMsgIDForAnotherConversation(t *testing.T) {
+	h := newHarness(t)
+	ctx := h.as("alice")
+	first := h.send(ctx, &imlitev1.SendMsgRequest{ClientMsgId: "reused", RecvId: "bob", Content: "to bob"})
+
+	_, err := h.svc.SendMsg(ctx, &imlitev1.SendMsgRequest{ClientMsgId: "reused", RecvId: "carol", Content: "to carol"})
+	if code := apierr.Code(err); code != codes.AlreadyExists || !strings.Contains(err.Error(), "s:alice:bob") {
+		t.Fatalf("send to carol with bob's client_msg_id: code %v, err %v; want AlreadyExists naming s:alice:bob", code, err)
+	}
+	if got := pulledCount(t, h, ctx, "s:alice:carol"); got != 0 {
+		t.Errorf("carol's conversation holds %d messages, want 0", got)
+	}
+	// The retry to the first target still gets the first result.
+	again := h.send(ctx, &imlitev1.SendMsgRequest{ClientMsgId: "reused", RecvId: "bob", Content: "to bob"})
+	if !proto.Equal(first, again) {
+		t.Errorf("retry to bob = %v, want the first %v", again, first)
+	}
+}
+
+// TestSendConcurrentReuseAcrossConversations races sends that share one
+// client_msg_id but name two targets, so that both can pass the check
+// before either is stored. One message is stored, and every send either
+// returns it or fails with AlreadyExists; none reports the other target.
+func TestSendConcurrentReuseAcrossConversations(t *testing.T) {
+	h := newHarness(t)
+	ctx := h.as("alice")
+	const n = 20
+	type outcome struct {
+		target string
+		resp   *imlitev1.SendMsgResponse
+		err    error
+	}
+	outcomes := make([]outcome, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		target := []string{"bob", "carol"}[i%2]
+		wg.Go(func() {
+			resp, err := h.svc.SendMsg(ctx, &imlitev1.SendMsgRequest{ClientMsgId: "raced", RecvId: target, Content: "hi " + target})
+			outcomes[i] = outcome{target, resp, err}
+		})
+	}
+	wg.Wait()
+	stored := pulledCount(t, h, ctx, "s:alice:bob") + pulledCount(t, h, ctx, "s:alice:carol")
+	if stored != 1 {
+		t.Fatalf("stored %d messages for one client_msg_id, want 1", stored)
+	}
+	for i, o := range outcomes {
+		switch {
+		case o.err != nil && apierr.Code(o.err) != codes.AlreadyExists:
+			t.Errorf("send #%d to %s: %v, want success or AlreadyExists", i, o.target, o.err)
+		case o.err == nil && o.resp.GetConversationId() != "s:alice:"+o.target:
+			t.Errorf("send #%d to %s returned conversation %s", i, o.target, o.resp.GetConversationId())
+		}
+	}
+}
+
+func pulledCount(t *testing.T, h *harness, ctx context.Context, conv string) int {
+	t.Helper()
+	pulled, err := h.svc.PullMsg(ctx, &imlitev1.PullMsgRequest{ConversationId: conv})
+	if err != nil {
+		t.Fatalf("PullMsg(%s): %v", conv, err)
+	}
+	return len(pulled.GetMessages())
+}
+
 func TestSendRejectsBadRequests(t *testing.T) {
 	h := newHarnessWith(t, harnessOptions{limits: server.Limits{MaxContentBytes: 100}})
 	h.createGroup("club", "admin", "alice")

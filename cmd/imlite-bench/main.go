@@ -105,7 +105,7 @@ func newSigner(o options) (*auth.Signer, error) {
 		if err != nil {
 			return nil, err
 		}
-		if secret, err = app.LoadSecret(cfg); err != nil {
+		if secret, err = app.ReadSecret(cfg); err != nil {
 			return nil, err
 		}
 	}

@@ -96,7 +96,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.groupSize, "group-size", 1000, "group: members per group, all online")
 	fs.IntVar(&o.groups, "groups", 1, "group: number of groups")
 	fs.IntVar(&o.senders, "senders", 1, "group: members of each group that send")
-	fs.Float64Var(&o.rate, "rate", 0, "single, group: total messages per `second`; pull: total pulls per second; churn: connects per second. 0 sends as fast as -window allows (churn needs a rate)")
+	fs.Float64Var(&o.rate, "rate", 0, "single, group: total messages per second; pull: total pulls per second; churn: connects per second. 0 sends as fast as -window allows (churn needs a rate)")
 	fs.IntVar(&o.window, "window", 32, "sends each connection may have waiting for a reply, 1 to 64")
 	fs.IntVar(&o.size, "size", 100, "message content `bytes`, at least 24 (the send time travels in the content)")
 	fs.IntVar(&o.fill, "fill", 1000, "pull: messages stored before pulling")

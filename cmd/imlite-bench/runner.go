@@ -157,7 +157,13 @@ func (r *runner) dial(ctx context.Context, spec clientSpec) (*client, error) {
 	if err != nil {
 		r.errs.Add(dialErrorKind(err, resp))
 		if resp != nil {
+			// The server's reason, such as an expired token or a wrong
+			// secret, is in the body of the refused handshake.
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 			resp.Body.Close()
+			if reason := strings.TrimSpace(string(body)); reason != "" {
+				return nil, fmt.Errorf("dial %s as %s: HTTP %d: %s", target, spec.user, resp.StatusCode, reason)
+			}
 			return nil, fmt.Errorf("dial %s as %s: HTTP %d: %w", target, spec.user, resp.StatusCode, err)
 		}
 		return nil, fmt.Errorf("dial %s as %s: %w", target, spec.user, err)

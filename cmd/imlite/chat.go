@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"google.golang.org/grpc/codes"
 
 	imlitev1 "github.com/imlite/imlite/gen/imlite/v1"
 	"github.com/imlite/imlite/server"
@@ -105,7 +106,7 @@ func mintChatToken(file, user, platform string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	secret, err := app.LoadSecret(cfg)
+	secret, err := app.ReadSecret(cfg)
 	if err != nil {
 		return "", err
 	}
@@ -249,14 +250,38 @@ func (s *chatSession) call(f *imlitev1.Frame) (*imlitev1.Frame, error) {
 	select {
 	case r := <-ch:
 		if e := r.GetError(); e != nil {
-			return nil, fmt.Errorf("%s (code %d)", e.GetMessage(), e.GetCode())
+			return nil, &replyError{code: codes.Code(e.GetCode()), msg: e.GetMessage()}
 		}
 		return r, nil
 	case <-s.done:
-		return nil, s.endErr()
+		return nil, fmt.Errorf("%w: %w", errNoReply, s.endErr())
 	case <-time.After(15 * time.Second):
-		return nil, errors.New("no reply within 15s")
+		return nil, fmt.Errorf("%w within 15s", errNoReply)
 	}
+}
+
+// errNoReply marks a request whose outcome is unknown, because the
+// connection ended or no reply arrived in time.
+var errNoReply = errors.New("no reply")
+
+// replyError is the error body of the server's reply to a request.
+type replyError struct {
+	code codes.Code
+	msg  string
+}
+
+func (e *replyError) Error() string { return fmt.Sprintf("%s (code %d %s)", e.msg, e.code, e.code) }
+
+// outcomeUnknown reports whether a failed send may still have been stored.
+// That is so when the server stopped waiting for the store, when a queue
+// publish timed out (Kafka may still write such a record), or when no
+// reply arrived.
+func outcomeUnknown(err error) bool {
+	var re *replyError
+	if errors.As(err, &re) {
+		return re.code == codes.DeadlineExceeded || re.code == codes.Unavailable
+	}
+	return errors.Is(err, errNoReply)
 }
 
 func (s *chatSession) endErr() error {
@@ -345,7 +370,11 @@ func (s *chatSession) sendText(text string) {
 		ClientTime: time.Now().UnixMilli(),
 	}
 	r, err := s.call(&imlitev1.Frame{Body: &imlitev1.Frame_SendMsg{SendMsg: req}})
-	if err != nil {
+	switch {
+	case err != nil && outcomeUnknown(err):
+		s.printf("! not confirmed: %v; it may still be stored, and /history shows it if it was\n", err)
+		return
+	case err != nil:
 		s.printf("! not sent: %v\n", err)
 		return
 	}

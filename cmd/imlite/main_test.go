@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -11,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
 
 	"github.com/imlite/imlite/server/app"
 	"github.com/imlite/imlite/server/auth"
@@ -172,6 +176,31 @@ func TestTokenCommand(t *testing.T) {
 	}
 }
 
+// TestTokenWithoutServerSecret runs token and chat where no server ever ran:
+// they must name the missing secret and create nothing, because a secret
+// made there would sign tokens the real server rejects.
+func TestTokenWithoutServerSecret(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	for _, args := range [][]string{
+		{"token", "--user", "alice"},
+		{"chat", "--user", "alice", "--to", "bob"},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(args, &out, &errOut)
+		msg := errOut.String()
+		if code != 1 || !strings.Contains(msg, filepath.Join("data", "token.secret")) || !strings.Contains(msg, "-f") {
+			t.Errorf("%s: exit %d, stderr %q; want exit 1 naming data/token.secret and suggesting -f", args[0], code, msg)
+		}
+		if out.Len() != 0 {
+			t.Errorf("%s printed %q, want nothing on stdout", args[0], out.String())
+		}
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Errorf("working directory holds %v (err %v), want it left empty", entries, err)
+	}
+}
+
 func TestServeRejectsBadConfig(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "bad.yaml")
 	if err := os.WriteFile(file, []byte("Websocket:\n  Prot: 1\n"), 0o600); err != nil {
@@ -180,5 +209,35 @@ func TestServeRejectsBadConfig(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := run([]string{"-f", file}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "Websocket.Prot") || !strings.Contains(errOut.String(), "did you mean Websocket.Port?") {
 		t.Errorf("exit %d, stderr %q; want 1 naming Websocket.Prot and suggesting Websocket.Port", code, errOut.String())
+	}
+}
+
+func TestChatSendOutcome(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		err     error
+		unknown bool
+	}{
+		{"store deadline passed", &replyError{code: codes.DeadlineExceeded, msg: "message not stored within 5s"}, true},
+		{"connection ended", fmt.Errorf("%w: %w", errNoReply, errors.New("connection closed")), true},
+		{"no answer in time", fmt.Errorf("%w within 15s", errNoReply), true},
+		{"rejected content", &replyError{code: codes.InvalidArgument, msg: "content is empty"}, false},
+		{"queue publish timed out", &replyError{code: codes.Unavailable, msg: "msg queue unavailable"}, true},
+		{"not a member", &replyError{code: codes.PermissionDenied, msg: "alice is not a member of group g1"}, false},
+	} {
+		if got := outcomeUnknown(tc.err); got != tc.unknown {
+			t.Errorf("%s: outcomeUnknown(%v) = %v, want %v", tc.name, tc.err, got, tc.unknown)
+		}
+	}
+}
+
+func TestHelpListsCommands(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}} {
+		var out, errOut bytes.Buffer
+		code := run(args, &out, &errOut)
+		text := out.String() + errOut.String()
+		if code != 0 || !strings.Contains(text, "imlite token") || !strings.Contains(text, "imlite chat") {
+			t.Errorf("imlite %s: exit %d, output %q; want exit 0 listing token and chat", args[0], code, text)
+		}
 	}
 }

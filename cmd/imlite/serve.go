@@ -12,6 +12,7 @@ import (
 	"github.com/imlite/imlite/server/auth"
 	"github.com/imlite/imlite/server/config"
 	"github.com/imlite/imlite/server/logging"
+	"github.com/imlite/imlite/server/redisstore"
 )
 
 // loadConfig reads the file, or returns the embedded defaults for "".
@@ -26,6 +27,12 @@ func serve(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("imlite", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("f", "", "configuration `file` (YAML); without it, embedded mode with defaults")
+	// -h on the bare command is where people look for the subcommands.
+	fs.Usage = func() {
+		usage(stderr)
+		fmt.Fprintln(stderr, "\nFlags of the server:")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -41,6 +48,7 @@ func serve(args []string, stderr io.Writer) error {
 		return fmt.Errorf("Log: %w", err)
 	}
 	defer closer.Close()
+	redisstore.LogClientTo(log)
 
 	ctx, stop := signalContext()
 	defer stop()
@@ -54,7 +62,7 @@ func serve(args []string, stderr io.Writer) error {
 func token(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("imlite token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	file := fs.String("f", "", "configuration `file` of the server; without it, the embedded defaults (secret in ./data)")
+	file := fs.String("f", "", "configuration `file` of the server; without it, the embedded defaults (the secret the server created in ./data)")
 	user := fs.String("user", "", "user `id` the token is for (required)")
 	platform := fs.String("platform", "web", "`platform` of the token: ios, android, web, desktop, ...")
 	admin := fs.Bool("admin", false, "issue an admin token, which may call every RPC and act for any user")
@@ -75,7 +83,7 @@ func token(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	secret, err := app.LoadSecret(cfg)
+	secret, err := app.ReadSecret(cfg)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -71,17 +72,51 @@ func NewHTTPHandler(ctx context.Context, svc *server.Service, opts Options) (htt
 	return h, nil
 }
 
-// readyHandler probes every backend with a short timeout and returns 503
-// naming the failing ones.
+// readinessTimeout bounds each backend probe of /readyz, below the
+// usual 3s+ timeouts of kubelet probes.
+const readinessTimeout = 2 * time.Second
+
+// readyHandler probes every backend at the same time, each with its own
+// timeout, and returns 503 naming the failing ones. A shared deadline
+// would let one hanging backend use up the time of the next and blame a
+// healthy one. A probe that ignores its ctx is reported as failed once
+// its time is up, so /readyz always responds.
 func readyHandler(checks []ReadinessCheck) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
+		type result struct {
+			i   int
+			err error
+		}
+		done := make(chan result, len(checks))
+		for i, c := range checks {
+			go func() {
+				ctx, cancel := context.WithTimeout(r.Context(), readinessTimeout)
+				defer cancel()
+				done <- result{i, c.Check(ctx)}
+			}()
+		}
+		errs := make([]error, len(checks))
+		for i := range errs {
+			errs[i] = fmt.Errorf("no response within %v", readinessTimeout)
+		}
+		// The margin lets a probe that honours its ctx report its own
+		// error.
+		giveUp := time.NewTimer(readinessTimeout + 250*time.Millisecond)
+		defer giveUp.Stop()
+	wait:
+		for range checks {
+			select {
+			case res := <-done:
+				errs[res.i] = res.err
+			case <-giveUp.C:
+				break wait
+			}
+		}
 		results := make(map[string]string, len(checks))
 		ready := true
-		for _, c := range checks {
-			if err := c.Check(ctx); err != nil {
-				results[c.Name] = err.Error()
+		for i, c := range checks {
+			if errs[i] != nil {
+				results[c.Name] = errs[i].Error()
 				ready = false
 			} else {
 				results[c.Name] = "ok"

@@ -181,7 +181,10 @@ func openDistributed(ctx context.Context, cfg *config.Config, pod string, log *s
 	b.readiness = []api.ReadinessCheck{
 		{Name: "mongo", Check: mongo.Ping},
 		{Name: "redis", Check: rds.Ping},
-		{Name: "kafka", Check: msgProducer.Ping},
+		// Both pings also create a topic that was deleted under the pod.
+		{Name: "kafka", Check: func(ctx context.Context) error {
+			return errors.Join(msgProducer.Ping(ctx), pushProducer.Ping(ctx))
+		}},
 	}
 	return b, nil
 }

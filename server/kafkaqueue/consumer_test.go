@@ -376,48 +376,6 @@ func TestPushConsumerFindsNewPartitions(t *testing.T) {
 	}
 }
 
-func TestConsumersRecoverFromOutage(t *testing.T) {
-	k := testenv.StartKafka(t)
-	msgTopic, pushTopic := uniqueName("msg"), uniqueName("push")
-	mp := newMsgProducer(t, producerConfig(k, msgTopic))
-	pp := newPushProducer(t, producerConfig(k, pushTopic))
-	msgs, pushes := newReceived(), newReceived()
-	mc := newMsgConsumer(t, consumerConfig(k, msgTopic, uniqueName("group")))
-	mb := runBackground(t, func(ctx context.Context) error { return mc.ConsumeMsgs(ctx, msgs.handleMsgs) })
-	pc := newPushConsumer(t, consumerConfig(k, pushTopic, ""))
-	pb := runBackground(t, func(ctx context.Context) error { return pc.ConsumePush(ctx, pushes.handlePush) })
-	waitReady(t, pc, pb)
-
-	publish := func(content string) error {
-		if err := mp.PublishMsg(t.Context(), testMsg("c1", content)); err != nil {
-			return err
-		}
-		return pp.PublishPush(t.Context(), []server.KeyedPush{testPush("c1", content)})
-	}
-	if err := publish("before"); err != nil {
-		t.Fatalf("publish before the outage: %v", err)
-	}
-	waitFor(t, "the records published before the outage", func() bool { return msgs.count() >= 1 && pushes.count() >= 1 })
-
-	k.Stop()
-	if err := publish("during"); !errors.Is(err, server.ErrUnavailable) {
-		t.Fatalf("publish during the outage: got %v, want server.ErrUnavailable", err)
-	}
-	k.Restart(t)
-	waitFor(t, "a publish to succeed after the restart", func() bool { return publish("after") == nil })
-
-	waitFor(t, "the records published after the restart", func() bool {
-		return slices.Contains(msgs.get("c1"), "after") && slices.Contains(pushes.get("c1"), "after")
-	})
-	for name, b := range map[string]*background{"ConsumeMsgs": mb, "ConsumePush": pb} {
-		select {
-		case <-b.done:
-			t.Errorf("%s returned during the outage with %v, want it to keep retrying", name, b.err)
-		default:
-		}
-	}
-}
-
 func TestConsumeRunsOnce(t *testing.T) {
 	k := testenv.StartKafka(t)
 	topic := uniqueName("topic")
@@ -442,6 +400,105 @@ func TestConsumeRunsOnce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.err == nil || !strings.Contains(tc.err.Error(), tc.want) {
 				t.Errorf("got %v, want an error containing %q", tc.err, tc.want)
+			}
+		})
+	}
+}
+
+// runningQueues is a producer and a consumer of each topic, running until
+// the test ends.
+type runningQueues struct {
+	msgTopic, pushTopic string
+	mp                  *MsgProducer
+	pp                  *PushProducer
+	msgs, pushes        *received
+	consumers           map[string]*background
+}
+
+func startQueues(t *testing.T, k *testenv.Kafka) *runningQueues {
+	t.Helper()
+	q := &runningQueues{msgTopic: uniqueName("msg"), pushTopic: uniqueName("push"), msgs: newReceived(), pushes: newReceived()}
+	q.mp = newMsgProducer(t, producerConfig(k, q.msgTopic))
+	q.pp = newPushProducer(t, producerConfig(k, q.pushTopic))
+	mc := newMsgConsumer(t, consumerConfig(k, q.msgTopic, uniqueName("group")))
+	mb := runBackground(t, func(ctx context.Context) error { return mc.ConsumeMsgs(ctx, q.msgs.handleMsgs) })
+	pcfg := consumerConfig(k, q.pushTopic, "")
+	pcfg.PartitionCheckInterval = 50 * time.Millisecond
+	pc := newPushConsumer(t, pcfg)
+	pb := runBackground(t, func(ctx context.Context) error { return pc.ConsumePush(ctx, q.pushes.handlePush) })
+	waitReady(t, pc, pb)
+	q.consumers = map[string]*background{"ConsumeMsgs": mb, "ConsumePush": pb}
+	return q
+}
+
+// publish writes one record with content to each topic.
+func (q *runningQueues) publish(t *testing.T, content string) error {
+	if err := q.mp.PublishMsg(t.Context(), testMsg("c1", content)); err != nil {
+		return err
+	}
+	return q.pp.PublishPush(t.Context(), []server.KeyedPush{testPush("c1", content)})
+}
+
+// TestQueuesRecover breaks the cluster under running producers and
+// consumers. After the repair, publishes must succeed again and both
+// consumers must receive them without being restarted.
+func TestQueuesRecover(t *testing.T) {
+	cases := []struct {
+		name string
+		// disrupt breaks the cluster, checks the producers during the
+		// break, and repairs it, or leaves the repair to the producers.
+		disrupt func(t *testing.T, k *testenv.Kafka, q *runningQueues)
+	}{
+		{
+			name: "outage",
+			disrupt: func(t *testing.T, k *testenv.Kafka, q *runningQueues) {
+				k.Stop()
+				if err := q.publish(t, "during"); !errors.Is(err, server.ErrUnavailable) {
+					t.Fatalf("publish during the outage: got %v, want server.ErrUnavailable", err)
+				}
+				k.Restart(t)
+			},
+		},
+		{
+			// As a wiped cluster does. The producers create the topics
+			// again, and the consumers switch to the new topic IDs.
+			name: "topics deleted",
+			disrupt: func(t *testing.T, k *testenv.Kafka, q *runningQueues) {
+				if _, err := newAdmin(t, k).DeleteTopics(t.Context(), q.msgTopic, q.pushTopic); err != nil {
+					t.Fatalf("delete topics: %v", err)
+				}
+				for _, p := range []server.Pinger{q.mp, q.pp} {
+					waitFor(t, "Ping to succeed once the topic exists again", func() bool { return p.Ping(t.Context()) == nil })
+				}
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			k := testenv.StartKafka(t)
+			q := startQueues(t, k)
+			if err := q.publish(t, "before"); err != nil {
+				t.Fatalf("publish before the disruption: %v", err)
+			}
+			waitFor(t, "the records published before the disruption", func() bool { return q.msgs.count() >= 1 && q.pushes.count() >= 1 })
+
+			tc.disrupt(t, k, q)
+			waitFor(t, "a publish to succeed after the disruption", func() bool {
+				err := q.publish(t, "after")
+				if err != nil {
+					t.Logf("publish after the disruption: %v", err)
+				}
+				return err == nil
+			})
+			waitFor(t, "the records published after the disruption", func() bool {
+				return slices.Contains(q.msgs.get("c1"), "after") && slices.Contains(q.pushes.get("c1"), "after")
+			})
+			for name, b := range q.consumers {
+				select {
+				case <-b.done:
+					t.Errorf("%s returned after the disruption with %v, want it to keep consuming", name, b.err)
+				default:
+				}
 			}
 		})
 	}

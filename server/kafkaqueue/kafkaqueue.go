@@ -55,6 +55,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
@@ -199,4 +200,62 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// errTopicRecreated ends a consume session whose topic was deleted and
+// created again. kgo keeps fetching by the ID of the deleted topic, so only
+// a session with a new client reads the new topic.
+var errTopicRecreated = errors.New("topic was deleted and created again")
+
+// pollGuard paces the poll loop of a consume session and detects a topic
+// that was deleted and created again.
+type pollGuard struct {
+	adm   *kadm.Client
+	topic string
+	// id is the topic's ID when the session started, zero if the topic
+	// was missing then.
+	id kadm.TopicID
+	// delay is the wait before the next poll, grown while polls return
+	// only errors.
+	delay time.Duration
+}
+
+// lookupTopicID returns the topic's ID, zero if the topic does not exist.
+func lookupTopicID(ctx context.Context, adm *kadm.Client, topic string) (kadm.TopicID, error) {
+	details, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		return kadm.TopicID{}, err
+	}
+	d := details[topic]
+	if errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+		return kadm.TopicID{}, nil
+	}
+	return d.ID, d.Err
+}
+
+// after runs once a poll returned. A poll with records resets the pacing.
+// A poll with only errors waits before the next one, because kgo returns
+// some fetch errors, such as UnknownTopicID, at once and would spin. When
+// a fetch failed with UnknownTopicID and the topic's ID is no longer the
+// one the session started with, after returns errTopicRecreated.
+func (g *pollGuard) after(ctx context.Context, fetches kgo.Fetches) error {
+	if fetches.NumRecords() > 0 || len(fetches.Errors()) == 0 {
+		g.delay = 0
+		return nil
+	}
+	g.delay = backoff(g.delay)
+	unknownID := false
+	fetches.EachError(func(_ string, _ int32, err error) {
+		unknownID = unknownID || errors.Is(err, kerr.UnknownTopicID)
+	})
+	if unknownID {
+		id, err := lookupTopicID(ctx, g.adm, g.topic)
+		// A zero session ID means the topic appeared after the start, so
+		// there is no ID to compare and the session restarts. A missing
+		// topic has the zero ID, which differs from any session ID.
+		if err == nil && (g.id == kadm.TopicID{} || id != g.id) {
+			return errTopicRecreated
+		}
+	}
+	return sleepCtx(ctx, g.delay)
 }

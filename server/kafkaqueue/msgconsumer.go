@@ -39,15 +39,30 @@ func NewMsgConsumer(cfg ConsumerConfig) (*MsgConsumer, error) {
 // committing each partition's offsets once handle returned nil for its
 // records. A batch whose handler failed while ctx was live is delivered
 // again after a pause. When ctx ends it commits what was handled, leaves
-// the group and returns ctx's error. It returns another error only when the
-// cluster rejects the consumer, for example for failed authentication.
-// One ConsumeMsgs call at a time may run per MsgConsumer.
+// the group and returns ctx's error. When the topic is deleted and created
+// again, it leaves the group and joins it again to read the new topic. It
+// returns another error only when the cluster rejects the consumer, for
+// example for failed authentication. One ConsumeMsgs call at a time may run
+// per MsgConsumer.
 func (c *MsgConsumer) ConsumeMsgs(ctx context.Context, handle server.MsgHandler) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("kafkaqueue: ConsumeMsgs is already running on this consumer")
 	}
 	defer c.running.Store(false)
+	warn := newThrottledLog(c.cfg.Logger)
+	for {
+		err := c.session(ctx, handle, warn)
+		if !errors.Is(err, errTopicRecreated) {
+			return err
+		}
+		c.cfg.Logger.Warn("kafka msg consumer: the topic was deleted and created again; joining the group again to read the new topic",
+			"topic", c.cfg.Topic, "group", c.cfg.Group)
+	}
+}
 
+// session is one membership of the group, with a client of its own, until
+// ctx ends or the topic is recreated.
+func (c *MsgConsumer) session(ctx context.Context, handle server.MsgHandler, warn *throttledLog) error {
 	// The client gets a ctx of its own, so that leave can cut short a
 	// leave that hangs on an unreachable cluster.
 	clientCtx, stopClient := context.WithCancel(context.Background())
@@ -58,7 +73,8 @@ func (c *MsgConsumer) ConsumeMsgs(ctx context.Context, handle server.MsgHandler)
 	}
 	defer c.leave(cl, stopClient)
 
-	s := &msgSession{cfg: c.cfg, cl: cl, handle: handle, warn: newThrottledLog(c.cfg.Logger)}
+	s := &msgSession{cfg: c.cfg, cl: cl, handle: handle, warn: warn,
+		guard: &pollGuard{adm: kadm.NewClient(cl), topic: c.cfg.Topic}}
 	if err := s.checkAccess(ctx); err != nil {
 		return err
 	}
@@ -116,6 +132,7 @@ type msgSession struct {
 	cl     *kgo.Client
 	handle server.MsgHandler
 	warn   *throttledLog
+	guard  *pollGuard
 	// retryDelay grows while handlers keep failing.
 	retryDelay time.Duration
 }
@@ -132,15 +149,16 @@ type partitionResult struct {
 
 // checkAccess looks up the topic, retrying while the cluster is
 // unreachable, and returns the error when the cluster rejects the consumer.
+// It records the topic's ID in the poll guard.
 // A poll does not report a failed login (franz-go v1.22.3), so without this
 // check a wrong password would look like an outage forever.
 func (s *msgSession) checkAccess(ctx context.Context) error {
-	adm := kadm.NewClient(s.cl)
 	var delay time.Duration
 	for {
-		details, err := adm.ListTopics(ctx, s.cfg.Topic)
+		details, err := s.guard.adm.ListTopics(ctx, s.cfg.Topic)
 		if err == nil {
 			err = details[s.cfg.Topic].Err
+			s.guard.id = details[s.cfg.Topic].ID
 		}
 		switch {
 		case err == nil, errors.Is(err, kerr.UnknownTopicOrPartition):
@@ -188,6 +206,9 @@ func (s *msgSession) run(ctx context.Context) error {
 		failed := s.rewind(results)
 		s.cl.AllowRebalance()
 		if err := s.pause(ctx, failed); err != nil {
+			return err
+		}
+		if err := s.guard.after(ctx, fetches); err != nil {
 			return err
 		}
 	}

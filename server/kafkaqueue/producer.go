@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
@@ -90,11 +92,12 @@ func (pp *PushProducer) PublishPush(ctx context.Context, recs []server.KeyedPush
 	return pp.p.produce(ctx, op, out)
 }
 
-// Ping sends a request to a broker. An unreachable cluster yields an error
-// wrapping server.ErrUnavailable.
+// Ping looks up the topic and creates it again if it went missing, as after
+// a cluster was wiped. An unreachable cluster yields an error wrapping
+// server.ErrUnavailable.
 func (m *MsgProducer) Ping(ctx context.Context) error { return m.p.ping(ctx) }
 
-// Ping sends a request to a broker, as MsgProducer.Ping does.
+// Ping checks the topic, as MsgProducer.Ping does.
 func (pp *PushProducer) Ping(ctx context.Context) error { return pp.p.ping(ctx) }
 
 // Close fails records still buffered by timed-out publishes and closes the
@@ -107,10 +110,22 @@ func (pp *PushProducer) Close() { pp.p.cl.Close() }
 // producer is the part the two producer types share.
 type producer struct {
 	cl           *kgo.Client
+	adm          *kadm.Client
 	topic        string
 	cfg          ProducerConfig
 	timeoutCause error
+	// healing is set while a background topic check runs, and lastHeal
+	// is when the last one started, so failing publishes start at most
+	// one check per healInterval.
+	healing  atomic.Bool
+	lastHeal atomic.Int64
+	// lastPurge is when the topic was last purged from the client.
+	lastPurge atomic.Int64
 }
+
+// healInterval is the least time between two topic checks that failed
+// publishes start.
+const healInterval = 5 * time.Second
 
 func newProducer(ctx context.Context, cfg ProducerConfig) (*producer, error) {
 	cfg, err := cfg.withDefaults()
@@ -140,12 +155,14 @@ func newProducer(ctx context.Context, cfg ProducerConfig) (*producer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create kafka producer for topic %q: %w", cfg.Topic, err)
 	}
-	if err := ensureTopic(ctx, kadm.NewClient(cl), cfg.Topic, cfg.Partition, cfg.Logger); err != nil {
+	adm := kadm.NewClient(cl)
+	if _, err := ensureTopic(ctx, adm, cfg.Topic, cfg.Partition, cfg.Logger); err != nil {
 		cl.Close()
 		return nil, err
 	}
 	return &producer{
 		cl:           cl,
+		adm:          adm,
 		topic:        cfg.Topic,
 		cfg:          cfg,
 		timeoutCause: fmt.Errorf("not acknowledged within PublishTimeout %v", cfg.PublishTimeout),
@@ -218,10 +235,13 @@ func (p *producer) produce(ctx context.Context, op string, recs []*kgo.Record) e
 		select {
 		case err := <-results:
 			if err != nil {
+				p.heal(err)
 				return wrapErr(op, err)
 			}
 		case <-ctx.Done():
-			return wrapErr(op, contextError(ctx))
+			err := contextError(ctx)
+			p.heal(err)
+			return wrapErr(op, err)
 		}
 	}
 	return nil
@@ -237,9 +257,62 @@ func contextError(ctx context.Context) error {
 	return fmt.Errorf("%w: %w", cause, err)
 }
 
+// ping checks that a broker responds, then runs the topic check of the
+// start. That check repairs a topic deleted under a running pod, because
+// kgo does not recreate it by itself.
 func (p *producer) ping(ctx context.Context) error {
+	// kgo serves a topic lookup from its metadata cache for a few
+	// seconds, so only a ping proves that a broker responds now.
 	if err := p.cl.Ping(ctx); err != nil {
 		return wrapErr("ping kafka", err)
 	}
-	return nil
+	created, err := ensureTopic(ctx, p.adm, p.topic, p.cfg.Partition, p.cfg.Logger)
+	if created {
+		// The client may hold the ID of the deleted topic, under which
+		// kgo would fail every publish to the new one.
+		p.cl.PurgeTopicsFromProducing(p.topic)
+	}
+	return err
+}
+
+// heal repairs what a failed publish reveals. A deleted topic fails
+// publishes with UnknownTopicOrPartition or a timeout, so heal starts a
+// topic check that creates it again, unless one runs or one started within
+// healInterval.
+// Once the topic exists again, kgo finds a new topic ID and fails publishes
+// with UnknownTopicID until the topic is purged from the client. The purge
+// also fails records still buffered for the old topic, which were lost
+// with it anyway. The failed publish does not wait: the caller retries, and
+// the retry finds the topic.
+func (p *producer) heal(err error) {
+	if errors.Is(err, kerr.UnknownTopicID) {
+		now := time.Now().UnixNano()
+		if last := p.lastPurge.Load(); now-last < int64(time.Second) || !p.lastPurge.CompareAndSwap(last, now) {
+			// Failures of one burst of publishes to the old topic
+			// need one purge. Another would fail records already
+			// buffered for the new topic.
+			return
+		}
+		p.cfg.Logger.Warn("kafka producer: the topic was deleted and created again; publishing to the new topic", "topic", p.topic)
+		p.cl.PurgeTopicsFromProducing(p.topic)
+		return
+	}
+	// kgo retries a record for a missing topic for a while, so a publish
+	// to a deleted topic may also fail by timing out.
+	if !errors.Is(err, kerr.UnknownTopicOrPartition) && !errors.Is(err, context.DeadlineExceeded) {
+		return
+	}
+	now := time.Now().UnixNano()
+	if now-p.lastHeal.Load() < int64(healInterval) || !p.healing.CompareAndSwap(false, true) {
+		return
+	}
+	p.lastHeal.Store(now)
+	go func() {
+		defer p.healing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.PublishTimeout)
+		defer cancel()
+		if err := p.ping(ctx); err != nil {
+			p.cfg.Logger.Warn("kafka producer: topic check failed; the next failed publish runs it again", "topic", p.topic, "err", err)
+		}
+	}()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,9 +22,10 @@ import (
 // start (see the package doc). It implements server.PushConsumer and
 // server.Readier.
 type PushConsumer struct {
-	cfg     ConsumerConfig
-	ready   chan struct{}
-	started atomic.Bool
+	cfg       ConsumerConfig
+	ready     chan struct{}
+	readyOnce sync.Once
+	started   atomic.Bool
 }
 
 var (
@@ -47,28 +49,52 @@ func (c *PushConsumer) Ready() <-chan struct{} { return c.ready }
 
 // ConsumePush lists the topic's end offsets, retrying while the cluster is
 // unreachable, closes Ready, and hands the records from there on to handle,
-// in offset order per partition, until ctx ends. It returns ctx's error, or
-// another error when the cluster rejects the consumer. It may be called once
-// per PushConsumer.
+// in offset order per partition, until ctx ends. When the topic is deleted
+// and created again, it reads the new topic from its start, because all of
+// it was published after Ready. It returns ctx's error, or another error
+// when the cluster rejects the consumer. It may be called once per
+// PushConsumer.
 func (c *PushConsumer) ConsumePush(ctx context.Context, handle server.PushHandler) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return errors.New("kafkaqueue: ConsumePush called twice on one consumer; create one per caller")
 	}
+	warn := newThrottledLog(c.cfg.Logger)
+	fromStart := false
+	for {
+		err := c.session(ctx, handle, fromStart, warn)
+		if !errors.Is(err, errTopicRecreated) {
+			return err
+		}
+		c.cfg.Logger.Warn("kafka push consumer: the topic was deleted and created again; reading the new topic from its start",
+			"topic", c.cfg.Topic)
+		fromStart = true
+	}
+}
+
+// session reads the topic with a client of its own until ctx ends or the
+// topic is recreated. The first session starts at the end offsets; a
+// session after a recreation starts every partition at its beginning.
+func (c *PushConsumer) session(ctx context.Context, handle server.PushHandler, fromStart bool, warn *throttledLog) error {
 	cl, err := kgo.NewClient(clientOpts(c.cfg.Addrs, c.cfg.User, c.cfg.Passwd, c.cfg.ClientID, c.cfg.Logger)...)
 	if err != nil {
 		return fmt.Errorf("create kafka push consumer for topic %q: %w", c.cfg.Topic, err)
 	}
 	defer cl.Close()
-	warn := newThrottledLog(c.cfg.Logger)
 
 	// 1. Start every existing partition at its end offset.
 	adm := kadm.NewClient(cl)
-	starts, err := c.listEndOffsets(ctx, adm, warn)
+	guard := &pollGuard{adm: adm, topic: c.cfg.Topic}
+	starts, err := c.listEndOffsets(ctx, adm, guard, warn)
 	if err != nil {
 		return err
 	}
+	if fromStart {
+		for p := range starts {
+			starts[p] = kgo.NewOffset().AtStart()
+		}
+	}
 	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{c.cfg.Topic: starts})
-	close(c.ready)
+	c.readyOnce.Do(func() { close(c.ready) })
 
 	// 2. Start partitions added later at their beginning. The watcher
 	// stops before the client closes.
@@ -83,17 +109,28 @@ func (c *PushConsumer) ConsumePush(ctx context.Context, handle server.PushHandle
 		<-watchDone
 	}()
 
-	// 3. Hand out records until ctx ends.
-	return c.poll(ctx, cl, handle, warn)
+	// 3. Hand out records until ctx ends or the topic is recreated.
+	return c.poll(ctx, cl, guard, handle, warn)
 }
 
 // listEndOffsets returns the end offset of every partition of the topic,
-// none if the topic does not exist yet. It retries until the listing
-// succeeds for every partition, or ctx ends.
-func (c *PushConsumer) listEndOffsets(ctx context.Context, adm *kadm.Client, warn *throttledLog) (map[int32]kgo.Offset, error) {
+// none if the topic does not exist yet, and records the topic's ID in
+// guard. It retries until the listing succeeds for every partition, or ctx
+// ends.
+func (c *PushConsumer) listEndOffsets(ctx context.Context, adm *kadm.Client, guard *pollGuard, warn *throttledLog) (map[int32]kgo.Offset, error) {
 	var delay time.Duration
 	for {
-		starts, err := c.tryListEndOffsets(ctx, adm)
+		// The ID is looked up first: if the topic is recreated between
+		// the two requests, the old ID makes the first poll restart the
+		// session.
+		id, err := lookupTopicID(ctx, adm, c.cfg.Topic)
+		var starts map[int32]kgo.Offset
+		if err == nil {
+			guard.id = id
+			starts, err = c.tryListEndOffsets(ctx, adm)
+		} else {
+			err = wrapErr(fmt.Sprintf("look up topic %q", c.cfg.Topic), err)
+		}
 		if err == nil {
 			return starts, nil
 		}
@@ -164,7 +201,7 @@ func (c *PushConsumer) watchPartitions(ctx context.Context, adm *kadm.Client, cl
 	}
 }
 
-func (c *PushConsumer) poll(ctx context.Context, cl *kgo.Client, handle server.PushHandler, warn *throttledLog) error {
+func (c *PushConsumer) poll(ctx context.Context, cl *kgo.Client, guard *pollGuard, handle server.PushHandler, warn *throttledLog) error {
 	for {
 		fetches := cl.PollRecords(ctx, c.cfg.MaxBatch*c.cfg.Consumers)
 		if ctx.Err() != nil {
@@ -180,5 +217,8 @@ func (c *PushConsumer) poll(ctx context.Context, cl *kgo.Client, handle server.P
 				}
 			}
 		})
+		if err := guard.after(ctx, fetches); err != nil {
+			return err
+		}
 	}
 }

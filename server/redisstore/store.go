@@ -14,9 +14,9 @@
 // within a third of Config.PresenceTTL, and revocations are loaded again
 // from the durable store (LoadRevocations).
 //
-// NOTE: go-redis writes its connection pool messages, such as failed
-// dials, to the standard log package. Its redis.SetLogger is process-wide,
-// so this package leaves that choice to the program.
+// go-redis writes its connection pool messages, such as failed dials, to
+// the standard log package unless the process-wide redis.SetLogger replaces
+// it. A program calls LogClientTo to send them to its slog logger instead.
 package redisstore
 
 import (
