@@ -39,7 +39,9 @@ type harnessOptions struct {
 	limits server.Limits
 	// wrapSeqs replaces the seq allocator, for fault injection.
 	wrapSeqs func(server.SeqAllocator) server.SeqAllocator
-	timeout  time.Duration
+	// wrapMessages replaces the message store, for fault injection.
+	wrapMessages func(server.MessageStore) server.MessageStore
+	timeout      time.Duration
 }
 
 func newHarness(t *testing.T) *harness {
@@ -64,9 +66,13 @@ func newHarnessWith(t *testing.T, o harnessOptions) *harness {
 	if o.wrapSeqs != nil {
 		seqs = o.wrapSeqs(store)
 	}
+	var messages server.MessageStore = store
+	if o.wrapMessages != nil {
+		messages = o.wrapMessages(store)
+	}
 	bus := memqueue.New(memqueue.Options{})
 	svc, err := server.New(server.Backends{
-		Messages: store, Seqs: seqs, Conversations: store, Groups: store, Revocations: store,
+		Messages: messages, Seqs: seqs, Conversations: store, Groups: store, Revocations: store,
 		Presence: mempresence.New(), MsgProducer: bus, MsgConsumer: bus, PushProducer: bus, PushConsumer: bus,
 	}, signer, server.Options{PodName: "test-pod", Limits: o.limits, SendTimeout: o.timeout})
 	if err != nil {

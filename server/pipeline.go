@@ -261,6 +261,9 @@ func (b *storeBatch) resolveStored(ctx context.Context, convs []string) error {
 	if err != nil {
 		return err
 	}
+	if err := b.reapplyEffects(ctx, convs, found); err != nil {
+		return err
+	}
 	for _, conv := range convs {
 		kept := b.pending[conv][:0]
 		for _, rec := range b.pending[conv] {
@@ -282,6 +285,37 @@ func (b *storeBatch) resolveStored(ctx context.Context, convs []string) error {
 		}
 	}
 	return nil
+}
+
+// reapplyEffects hands the messages that an earlier attempt stored to a
+// store that implements AppendEffectsReapplier, because that attempt may
+// have failed after storing them and before raising max seq and the
+// senders' read seqs. It runs before resolveStored changes the batch, so a
+// failure leaves the batch as it was for the retry.
+func (b *storeBatch) reapplyEffects(ctx context.Context, convs []string, found map[ClientMsgKey]*imlitev1.Message) error {
+	r, ok := b.s.b.Messages.(AppendEffectsReapplier)
+	if !ok {
+		return nil
+	}
+	var appends []Append
+	for _, conv := range convs {
+		var msgs []*imlitev1.Message
+		for _, rec := range b.pending[conv] {
+			m := rec.GetMsg()
+			stored, ok := found[ClientMsgKey{SenderID: m.GetSenderId(), ClientMsgID: m.GetClientMsgId()}]
+			if ok && stored.GetServerMsgId() == m.GetServerMsgId() {
+				msgs = append(msgs, stored)
+			}
+		}
+		if len(msgs) > 0 {
+			slices.SortFunc(msgs, func(x, y *imlitev1.Message) int { return cmp.Compare(x.GetSeq(), y.GetSeq()) })
+			appends = append(appends, Append{ConversationID: conv, Messages: msgs})
+		}
+	}
+	if len(appends) == 0 {
+		return nil
+	}
+	return r.ReapplyAppendEffects(ctx, appends)
 }
 
 // pushes returns the push records of the finished batch: deliveries in seq

@@ -84,6 +84,20 @@ type MessageStore interface {
 	MessagesBySeqs(ctx context.Context, conversationID string, seqs []int64) ([]*imlitev1.Message, error)
 }
 
+// AppendEffectsReapplier is implemented by a MessageStore whose
+// AppendMessages can fail after it stored messages and before it raised
+// their conversation's max seq and moved the senders' read seqs, because
+// the backend has no transactions. When the store stage finds a message
+// that an earlier attempt of the same record stored, it calls
+// ReapplyAppendEffects with it. The effects are those of AppendMessages.
+// They only raise values and create missing state, so applying them again
+// is harmless.
+type AppendEffectsReapplier interface {
+	// ReapplyAppendEffects applies the effects of storing the messages of
+	// each append, whose messages ascend by seq and may have gaps.
+	ReapplyAppendEffects(ctx context.Context, appends []Append) error
+}
+
 // SeqAllocator hands out seqs. It may hand out a seq that is never stored
 // (a crash between allocation and storage); AppendMessages detects the gap
 // and the core calls Reset.

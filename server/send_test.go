@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -463,6 +464,55 @@ func TestStoreStageRepairsSeqGap(t *testing.T) {
 		if resp.GetSeq() != int64(i) {
 			t.Fatalf("message %d got seq %d, want %d (no gap after skipped allocation)", i, resp.GetSeq(), i)
 		}
+	}
+}
+
+// effectsFailingStore stores the first append and then reports a failure,
+// as a store without transactions does when it fails after its insert. It
+// records the appends handed to ReapplyAppendEffects.
+type effectsFailingStore struct {
+	server.MessageStore
+	mu        sync.Mutex
+	failed    bool
+	reapplied []server.Append
+}
+
+func (s *effectsFailingStore) AppendMessages(ctx context.Context, appends []server.Append) ([]error, error) {
+	results, err := s.MessageStore.AppendMessages(ctx, appends)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil && !s.failed {
+		s.failed = true
+		return nil, errors.New("update conversations: connection reset")
+	}
+	return results, err
+}
+
+func (s *effectsFailingStore) ReapplyAppendEffects(_ context.Context, appends []server.Append) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reapplied = append(s.reapplied, appends...)
+	return nil
+}
+
+func TestStoreStageReappliesEffectsAfterFailedAppend(t *testing.T) {
+	store := &effectsFailingStore{}
+	h := newHarnessWith(t, harnessOptions{wrapMessages: func(m server.MessageStore) server.MessageStore {
+		store.MessageStore = m
+		return store
+	}})
+	ctx := h.as("alice")
+	resp := h.send(ctx, &imlitev1.SendMsgRequest{ClientMsgId: "after-failure", RecvId: "bob", Content: "x"})
+	if resp.GetSeq() != 1 {
+		t.Errorf("seq = %d, want 1: the retry must find the stored message, not store it again", resp.GetSeq())
+	}
+	if got := pulledCount(t, h, ctx, "s:alice:bob"); got != 1 {
+		t.Errorf("stored %d messages, want 1", got)
+	}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	if len(store.reapplied) != 1 || len(store.reapplied[0].Messages) != 1 || store.reapplied[0].Messages[0].GetServerMsgId() != resp.GetServerMsgId() {
+		t.Errorf("ReapplyAppendEffects got %v, want one append with message %s", store.reapplied, resp.GetServerMsgId())
 	}
 }
 

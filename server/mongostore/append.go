@@ -121,13 +121,9 @@ func (s *Store) AppendMessages(ctx context.Context, appends []server.Append) ([]
 		return nil, wrap(op, err)
 	}
 
-	// TODO: when step 3 or 4 fails, stored messages may lack their
-	// max_seq and state updates, because the core's retry finds them
-	// stored and does not append them again. The next append to the
-	// conversation raises max_seq and creates single-chat state, but a
-	// sender's read seq stays behind until the sender sends or reads again.
-
-	// 3. Insert the accepted messages.
+	// 3. Insert the accepted messages. When this step or the next fails,
+	// the store stage retries, finds the stored messages and hands them to
+	// ReapplyAppendEffects, which runs step 4 for them.
 	stored, err := s.insertAppends(ctx, plans, results)
 	if err != nil {
 		return nil, wrap(op, err)
@@ -138,6 +134,37 @@ func (s *Store) AppendMessages(ctx context.Context, appends []server.Append) ([]
 		return nil, wrap(op, err)
 	}
 	return results, nil
+}
+
+var _ server.AppendEffectsReapplier = (*Store)(nil)
+
+// ReapplyAppendEffects runs the last step of AppendMessages again for
+// messages that are stored: it raises each conversation's max_seq, creates
+// the missing state of single-chat users and moves each sender's read seq to
+// its latest message. It implements server.AppendEffectsReapplier, for
+// messages whose AppendMessages call failed after the insert.
+func (s *Store) ReapplyAppendEffects(ctx context.Context, appends []server.Append) error {
+	const op = "reapply append effects"
+	plans := make([]appendPlan, 0, len(appends))
+	stored := make([]int, 0, len(appends))
+	for i, a := range appends {
+		ref, err := server.ParseConversationID(a.ConversationID)
+		if err != nil {
+			return fmt.Errorf("%s: append %d of %d: conversation id %q: %v", op, i, len(appends), a.ConversationID, err)
+		}
+		p := appendPlan{conversationID: a.ConversationID, msgs: a.Messages}
+		if ref.Type == imlitev1.ConversationType_CONVERSATION_TYPE_SINGLE {
+			p.users = ref.Users
+		}
+		for j, m := range a.Messages {
+			if m == nil || m.GetConversationId() != a.ConversationID || (j > 0 && m.GetSeq() <= a.Messages[j-1].GetSeq()) {
+				return fmt.Errorf("%s: append %d of %d: message %d is nil, of another conversation or not above the seq before it", op, i, len(appends), j)
+			}
+		}
+		plans = append(plans, p)
+		stored = append(stored, len(a.Messages))
+	}
+	return wrap(op, s.applyAppendEffects(ctx, plans, stored))
 }
 
 // seqRef is one seq of one conversation.

@@ -475,3 +475,64 @@ func TestBatchLargerThanOneQuery(t *testing.T) {
 		t.Errorf("max seq after the rejected append: got %d, want %d because the check rejects it before the insert", got, n)
 	}
 }
+
+// TestReapplyAppendEffects stores messages as an AppendMessages call that
+// failed after its insert leaves them: without max_seq, state or read seq.
+// Reapplying the effects must add them, and reapplying twice must change
+// nothing more.
+func TestReapplyAppendEffects(t *testing.T) {
+	s, _ := startStore(t)
+	conv := server.SingleConversationID("alice", "bob")
+	mustAppend(t, s, conv, testMessage(conv, "bob", 1, "one"))
+	inserted := []*imlitev1.Message{testMessage(conv, "alice", 2, "two"), testMessage(conv, "bob", 3, "three"), testMessage(conv, "alice", 5, "five")}
+	for _, m := range inserted {
+		if _, err := s.messages.InsertOne(t.Context(), newMessageDoc(m)); err != nil {
+			t.Fatalf("insert seq %d without effects: %v", m.GetSeq(), err)
+		}
+	}
+	if got := conversationMaxSeq(t, s, conv); got != 1 {
+		t.Fatalf("max_seq record before the reapply: got %d, want 1", got)
+	}
+
+	for round := 1; round <= 2; round++ {
+		if err := s.ReapplyAppendEffects(t.Context(), []server.Append{{ConversationID: conv, Messages: inserted}}); err != nil {
+			t.Fatalf("ReapplyAppendEffects, round %d: %v", round, err)
+		}
+		checks := []struct {
+			name      string
+			got, want int64
+		}{
+			{"max_seq record", conversationMaxSeq(t, s, conv), 5},
+			{"read seq of alice, sender of seq 5", stateOf(t, s, "alice", conv).ReadSeq, 5},
+			{"read seq of bob, sender of seq 3", stateOf(t, s, "bob", conv).ReadSeq, 3},
+		}
+		for _, c := range checks {
+			if c.got != c.want {
+				t.Errorf("round %d, %s: got %d, want %d", round, c.name, c.got, c.want)
+			}
+		}
+	}
+}
+
+func TestReapplyAppendEffectsMalformed(t *testing.T) {
+	s, _ := startStore(t)
+	conv := server.SingleConversationID("alice", "bob")
+	other := server.GroupConversationID("other")
+	cases := []struct {
+		name   string
+		append server.Append
+	}{
+		{"invalid conversation id", server.Append{ConversationID: "x:1", Messages: []*imlitev1.Message{testMessage(conv, "alice", 1, "a")}}},
+		{"nil message", server.Append{ConversationID: conv, Messages: []*imlitev1.Message{nil}}},
+		{"message of another conversation", server.Append{ConversationID: conv, Messages: []*imlitev1.Message{testMessage(other, "alice", 1, "a")}}},
+		{"seqs not ascending", server.Append{ConversationID: conv, Messages: []*imlitev1.Message{testMessage(conv, "alice", 2, "b"), testMessage(conv, "alice", 2, "c")}}},
+	}
+	for _, tc := range cases {
+		if err := s.ReapplyAppendEffects(t.Context(), []server.Append{tc.append}); err == nil {
+			t.Errorf("%s: got nil error, want a rejection", tc.name)
+		}
+	}
+	if got := conversationMaxSeq(t, s, conv); got != 0 {
+		t.Errorf("max_seq record after rejected calls: got %d, want 0", got)
+	}
+}
