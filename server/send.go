@@ -158,7 +158,9 @@ func (s *Service) acceptMsg(ctx context.Context, req *imlitev1.SendMsgRequest, s
 	}
 
 	// A retry of a send that was stored earlier returns the stored result
-	// without publishing anything.
+	// without publishing anything. The lookup also fails a send at once
+	// with Unavailable while the store is down, instead of accepting it
+	// and timing out after SendTimeout.
 	key := ClientMsgKey{SenderID: sender, ClientMsgID: req.GetClientMsgId()}
 	found, err := s.b.Messages.FindByClientMsgIDs(ctx, []ClientMsgKey{key})
 	if err != nil {

@@ -16,10 +16,13 @@ import (
 
 // groupDoc is the stored form of server.Group.
 //
-// TODO: member_count changes in a call of its own after the member
-// documents. A failure between the two leaves the count above the number of
-// members (never below, so adds never exceed the limit), and no method
-// recounts it.
+// member_count changes in a call of its own, before the member documents
+// on an add and after them on a removal. An add whose insert fails gives
+// back the room of the users it did not add.
+//
+// TODO: when that give-back or a removal's decrement fails too, the count
+// stays above the number of members (never below, so adds never exceed the
+// limit), and no method recounts it.
 type groupDoc struct {
 	ID          string    `bson:"_id"`
 	Name        string    `bson:"name"`
@@ -244,10 +247,12 @@ func (s *Store) AddGroupMembers(ctx context.Context, groupID string, members []s
 	}
 
 	// 3. Insert them.
+	if s.beforeInsertMembers != nil {
+		s.beforeInsertMembers()
+	}
 	dups, err := s.insertMembers(ctx, groupID, fresh)
 	if err != nil {
-		s.log.Warn("mongo store: group member insert failed after reserving room; member count stays high",
-			"group_id", groupID, "reserved", len(fresh), "err", err)
+		s.giveBackRoom(ctx, groupID, fresh, err)
 		return nil, 0, wrap(opName, err)
 	}
 	if len(dups) > 0 {
@@ -266,6 +271,22 @@ func (s *Store) AddGroupMembers(ctx context.Context, groupID string, members []s
 		}
 	}
 	return added, count, nil
+}
+
+// giveBackRoom lowers member_count by the number of reserved users whom a
+// failed insert left out. An unordered insert may have stored some of
+// them, so they are looked up first. The give-back runs even when ctx
+// ended, because the failure it repairs may be that end.
+func (s *Store) giveBackRoom(ctx context.Context, groupID string, reserved []server.GroupMember, insertErr error) {
+	ctx = context.WithoutCancel(ctx)
+	missing, err := s.nonMembers(ctx, groupID, slices.Clone(reserved))
+	if err == nil && len(missing) > 0 {
+		_, err = s.changeMemberCount(ctx, groupID, -len(missing))
+	}
+	if err != nil {
+		s.log.Warn("mongo store: giving back room after a failed member insert failed; member count stays high",
+			"group_id", groupID, "reserved", len(reserved), "insert_err", insertErr, "err", err)
+	}
 }
 
 // nonMembers returns the members of the list who are not in the group.

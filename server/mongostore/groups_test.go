@@ -1,6 +1,7 @@
 package mongostore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -265,5 +266,37 @@ func TestAddGroupMembersSkipsInsertedMember(t *testing.T) {
 	}
 	if !slices.Equal(dups, []int{1}) {
 		t.Errorf("duplicate indexes: got %v, want [1] for user a", dups)
+	}
+}
+
+// TestAddGroupMembersFailedInsertGivesBackRoom fails the member insert
+// after the room was reserved: the count must return to the members
+// stored, so the room is free for the next add.
+func TestAddGroupMembersFailedInsertGivesBackRoom(t *testing.T) {
+	s, _ := startStore(t)
+	g := server.Group{ID: "flaky", Name: "flaky", OwnerID: "a", CreatedAt: joined}
+	if err := s.CreateGroup(t.Context(), g, []server.GroupMember{member("a")}); err != nil {
+		t.Fatalf("CreateGroup: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	s.beforeInsertMembers = cancel
+	if _, _, err := s.AddGroupMembers(ctx, g.ID, []server.GroupMember{member("b"), member("c")}, 3); err == nil {
+		t.Fatal("AddGroupMembers with the insert failing: got nil error")
+	}
+	s.beforeInsertMembers = nil
+	got, err := s.GetGroup(t.Context(), g.ID)
+	if err != nil {
+		t.Fatalf("GetGroup: %v", err)
+	}
+	if got.MemberCount != 1 {
+		t.Errorf("member count after the failed add: got %d, want 1", got.MemberCount)
+	}
+
+	added, count, err := s.AddGroupMembers(t.Context(), g.ID, []server.GroupMember{member("b"), member("c")}, 3)
+	if err != nil {
+		t.Fatalf("AddGroupMembers after the failure: %v", err)
+	}
+	if !slices.Equal(added, []string{"b", "c"}) || count != 3 {
+		t.Errorf("AddGroupMembers after the failure = %v, %d; want [b c], 3", added, count)
 	}
 }

@@ -128,6 +128,10 @@ type Store struct {
 	groups            *mongo.Collection
 	groupMembers      *mongo.Collection
 	revocations       *mongo.Collection
+
+	// beforeInsertMembers, when set by a test, runs before AddGroupMembers
+	// inserts the members, to make the insert fail.
+	beforeInsertMembers func()
 }
 
 // Open connects to MongoDB and creates the indexes the store needs. Indexes
