@@ -49,7 +49,7 @@ func (s *Service) ListConversations(ctx context.Context, req *imlitev1.ListConve
 			continue
 		}
 		out = append(out, c)
-		if c.GetMaxSeq() >= c.GetMinSeq() && c.GetMaxSeq() > 0 {
+		if hasVisibleMessage(c) {
 			latestRefs[c.GetConversationId()] = c.GetMaxSeq()
 		}
 	}
@@ -69,6 +69,12 @@ func (s *Service) ListConversations(ctx context.Context, req *imlitev1.ListConve
 		return cmp.Compare(a.GetConversationId(), b.GetConversationId())
 	})
 	return &imlitev1.ListConversationsResponse{Conversations: out}, nil
+}
+
+// hasVisibleMessage reports whether the message at max seq is one the user
+// may see: it exists and lies above the user's cleared history.
+func hasVisibleMessage(c *imlitev1.Conversation) bool {
+	return c.GetMaxSeq() > 0 && c.GetMaxSeq() >= c.GetMinSeq()
 }
 
 // attachLatest sets latest_msg and moves updated_at to the latest message's
@@ -140,6 +146,9 @@ func (s *Service) MarkRead(ctx context.Context, req *imlitev1.MarkReadRequest) (
 	if err != nil {
 		return nil, err
 	}
+	if err := view.requireExisting(); err != nil {
+		return nil, err
+	}
 	readSeq := req.GetReadSeq()
 	if readSeq == 0 {
 		readSeq = view.maxSeq
@@ -165,6 +174,9 @@ func (s *Service) ClearHistory(ctx context.Context, req *imlitev1.ClearHistoryRe
 	if err != nil {
 		return nil, err
 	}
+	if err := view.requireExisting(); err != nil {
+		return nil, err
+	}
 	minSeq := view.maxSeq + 1
 	readSeq := view.maxSeq
 	st, err := s.b.Conversations.UpdateUserConversation(ctx, p.UserID, view.ref.ID, ConversationUpdate{MinSeq: &minSeq, ReadSeq: &readSeq})
@@ -183,6 +195,9 @@ func (s *Service) HideConversation(ctx context.Context, req *imlitev1.HideConver
 	}
 	view, err := s.readView(ctx, p, req.GetConversationId())
 	if err != nil {
+		return nil, err
+	}
+	if err := view.requireExisting(); err != nil {
 		return nil, err
 	}
 	hideSeq := view.maxSeq + 1
@@ -217,9 +232,18 @@ func (s *Service) UpdateConversation(ctx context.Context, req *imlitev1.UpdateCo
 	if err != nil {
 		return nil, err
 	}
+	if err := view.requireExisting(); err != nil {
+		return nil, err
+	}
 	st, err := s.b.Conversations.UpdateUserConversation(ctx, p.UserID, view.ref.ID, u)
 	if err != nil {
 		return nil, s.backendError("update conversation", err)
 	}
-	return &imlitev1.UpdateConversationResponse{Conversation: conversationView(st, view.maxSeq)}, nil
+	c := conversationView(st, view.maxSeq)
+	if c != nil && hasVisibleMessage(c) {
+		if err := s.attachLatest(ctx, []*imlitev1.Conversation{c}, map[string]int64{c.GetConversationId(): c.GetMaxSeq()}); err != nil {
+			return nil, err
+		}
+	}
+	return &imlitev1.UpdateConversationResponse{Conversation: c}, nil
 }

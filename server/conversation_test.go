@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 
@@ -161,5 +162,65 @@ func TestListConversationsOfAnotherUserNeedsAdmin(t *testing.T) {
 	}
 	if len(resp.GetConversations()) != 1 {
 		t.Errorf("bob's conversations via admin = %d, want 1", len(resp.GetConversations()))
+	}
+}
+
+// TestStateChangesNeedAnExistingChat changes state in single chats that
+// never had a message: each call fails with NotFound and adds nothing to
+// the caller's list.
+func TestStateChangesNeedAnExistingChat(t *testing.T) {
+	h := newHarness(t)
+	alice := h.as("alice")
+	pinned := true
+	calls := map[string]func(conv string) error{
+		"MarkRead": func(conv string) error {
+			_, err := h.svc.MarkRead(alice, &imlitev1.MarkReadRequest{ConversationId: conv})
+			return err
+		},
+		"ClearHistory": func(conv string) error {
+			_, err := h.svc.ClearHistory(alice, &imlitev1.ClearHistoryRequest{ConversationId: conv})
+			return err
+		},
+		"HideConversation": func(conv string) error {
+			_, err := h.svc.HideConversation(alice, &imlitev1.HideConversationRequest{ConversationId: conv})
+			return err
+		},
+		"UpdateConversation": func(conv string) error {
+			_, err := h.svc.UpdateConversation(alice, &imlitev1.UpdateConversationRequest{ConversationId: conv, Pinned: &pinned})
+			return err
+		},
+	}
+	for name, call := range calls {
+		wantCode(t, call("s:alice:nobody"), codes.NotFound, "no messages yet")
+		if got := listConversations(t, h, alice, true); len(got) != 0 {
+			t.Errorf("after %s, alice's list = %v, want it empty", name, slices.Collect(maps.Keys(got)))
+		}
+	}
+
+	// Once a message exists, the same calls succeed.
+	h.send(h.as("bob"), &imlitev1.SendMsgRequest{ClientMsgId: "first", RecvId: "alice", Content: "hi"})
+	for name, call := range calls {
+		if err := call("s:alice:bob"); err != nil {
+			t.Errorf("%s after a message: %v", name, err)
+		}
+	}
+}
+
+func TestUpdateConversationReturnsLatestMessage(t *testing.T) {
+	h := newHarness(t)
+	alice := h.as("alice")
+	h.send(alice, &imlitev1.SendMsgRequest{ClientMsgId: "l1", RecvId: "bob", Content: "first"})
+	h.send(alice, &imlitev1.SendMsgRequest{ClientMsgId: "l2", RecvId: "bob", Content: "second"})
+	pinned := true
+	resp, err := h.svc.UpdateConversation(alice, &imlitev1.UpdateConversationRequest{ConversationId: "s:alice:bob", Pinned: &pinned})
+	if err != nil {
+		t.Fatalf("UpdateConversation: %v", err)
+	}
+	c := resp.GetConversation()
+	if !c.GetPinned() {
+		t.Errorf("pinned = false, want true")
+	}
+	if got := c.GetLatestMsg().GetContent(); got != "second" {
+		t.Errorf("latest_msg content = %q, want %q", got, "second")
 	}
 }

@@ -172,7 +172,13 @@ func (s *Service) RemoveGroupMembers(ctx context.Context, req *imlitev1.RemoveGr
 	if err != nil {
 		return nil, err
 	}
-	g, err := s.groupForManager(ctx, p, req.GetGroupId())
+	// A member who names only itself leaves the group, which needs no
+	// manager. Anything else is a change of the member list.
+	load := s.groupForManager
+	if len(ids) == 1 && ids[0] == p.UserID {
+		load = s.groupForMember
+	}
+	g, err := load(ctx, p, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}

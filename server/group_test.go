@@ -1,14 +1,17 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
 
 	imlitev1 "github.com/imlite/imlite/gen/imlite/v1"
 	"github.com/imlite/imlite/server"
+	"github.com/imlite/imlite/server/apierr"
 )
 
 func TestGroupLifecycle(t *testing.T) {
@@ -189,4 +192,39 @@ func TestOnlineStatusAndTokens(t *testing.T) {
 	if p.UserID != "bob" || p.Platform != "ios" || p.IsAdmin() {
 		t.Errorf("principal = %+v, want bob on ios as user", p)
 	}
+}
+
+func TestMemberLeavesGroup(t *testing.T) {
+	h := newHarness(t)
+	h.createGroup("club", "alice", "bob", "carol")
+	bob := h.as("bob")
+
+	cases := []struct {
+		name    string
+		ctx     context.Context
+		members []string
+		code    codes.Code
+		want    string
+	}{
+		{"member removes another member", bob, []string{"carol"}, codes.PermissionDenied, "only the owner"},
+		{"member removes itself and another", bob, []string{"bob", "carol"}, codes.PermissionDenied, "only the owner"},
+		{"owner leaves", h.as("alice"), []string{"alice"}, codes.FailedPrecondition, "cannot be removed"},
+		{"non-member leaves", h.as("dave"), []string{"dave"}, codes.PermissionDenied, "not a member"},
+	}
+	for _, tc := range cases {
+		_, err := h.svc.RemoveGroupMembers(tc.ctx, &imlitev1.RemoveGroupMembersRequest{GroupId: "club", MemberIds: tc.members})
+		if code := apierr.Code(err); code != tc.code || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: code %v, err %v; want %v mentioning %q", tc.name, code, err, tc.code, tc.want)
+		}
+	}
+
+	resp, err := h.svc.RemoveGroupMembers(bob, &imlitev1.RemoveGroupMembersRequest{GroupId: "club", MemberIds: []string{"bob"}})
+	if err != nil {
+		t.Fatalf("bob leaves: %v", err)
+	}
+	if !slices.Equal(resp.GetRemovedIds(), []string{"bob"}) || resp.GetMemberCount() != 2 {
+		t.Errorf("leave = %v, want [bob] removed and 2 members", resp)
+	}
+	_, err = h.svc.SendMsg(bob, &imlitev1.SendMsgRequest{ClientMsgId: "after-leave", GroupId: "club", Content: "x"})
+	wantCode(t, err, codes.PermissionDenied, "not a member")
 }

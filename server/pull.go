@@ -125,6 +125,18 @@ type readView struct {
 	maxSeq int64
 	// minSeq is at least 1.
 	minSeq int64
+	// hasState is whether the caller has stored state in the conversation.
+	hasState bool
+}
+
+// requireExisting fails a change of the caller's state in a single chat
+// that has neither messages nor state for the caller. Storing state there
+// would add an empty chat with any user id to the caller's list.
+func (v readView) requireExisting() error {
+	if v.ref.Type == imlitev1.ConversationType_CONVERSATION_TYPE_SINGLE && v.maxSeq == 0 && !v.hasState {
+		return apierr.NotFound("conversation %q has no messages yet; it exists once a message is sent", v.ref.ID)
+	}
+	return nil
 }
 
 // readView checks that the caller belongs to the conversation (admins may
@@ -137,15 +149,15 @@ func (s *Service) readView(ctx context.Context, p auth.Principal, conversationID
 	if err := s.checkMember(ctx, p, ref); err != nil {
 		return readView{}, err
 	}
-	state, err := s.b.Conversations.GetUserConversation(ctx, p.UserID, ref.ID)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return readView{}, s.backendError("load conversation state", err)
+	state, stateErr := s.b.Conversations.GetUserConversation(ctx, p.UserID, ref.ID)
+	if stateErr != nil && !errors.Is(stateErr, ErrNotFound) {
+		return readView{}, s.backendError("load conversation state", stateErr)
 	}
 	maxSeqs, err := s.b.Messages.MaxSeqs(ctx, []string{ref.ID})
 	if err != nil {
 		return readView{}, s.backendError("load max seq", err)
 	}
-	return readView{ref: ref, state: state, maxSeq: maxSeqs[ref.ID], minSeq: max(state.MinSeq, 1)}, nil
+	return readView{ref: ref, state: state, maxSeq: maxSeqs[ref.ID], minSeq: max(state.MinSeq, 1), hasState: stateErr == nil}, nil
 }
 
 // checkMember returns PermissionDenied unless the caller is a user of the

@@ -10,6 +10,7 @@ import (
 
 	imlitev1 "github.com/imlite/imlite/gen/imlite/v1"
 	"github.com/imlite/imlite/server/api"
+	"github.com/imlite/imlite/server/apierr"
 )
 
 // Encoding is the wire form of a frame.
@@ -57,7 +58,7 @@ func DecodeFrame(enc Encoding, data []byte) (*imlitev1.Frame, error) {
 	switch enc {
 	case Binary:
 		if err := protoUnmarshal.Unmarshal(data, f); err != nil {
-			return nil, fmt.Errorf("invalid protobuf frame: %v", err)
+			return nil, fmt.Errorf("invalid protobuf frame: %s", apierr.DecodeErrorText(err))
 		}
 		// Fields unknown to this server (a newer client, or garbage that
 		// happens to parse) would otherwise be dropped silently.
@@ -69,7 +70,7 @@ func DecodeFrame(enc Encoding, data []byte) (*imlitev1.Frame, error) {
 			return nil, errors.New("text frame is not valid UTF-8")
 		}
 		if err := jsonUnmarshal.Unmarshal(data, f); err != nil {
-			return nil, fmt.Errorf("invalid JSON frame: %v", err)
+			return nil, fmt.Errorf("invalid JSON frame: %s", apierr.DecodeErrorText(err))
 		}
 	default:
 		return nil, fmt.Errorf("unsupported encoding %d", enc)

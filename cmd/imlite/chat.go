@@ -19,6 +19,7 @@ import (
 
 	imlitev1 "github.com/imlite/imlite/gen/imlite/v1"
 	"github.com/imlite/imlite/server"
+	"github.com/imlite/imlite/server/apierr"
 	"github.com/imlite/imlite/server/app"
 	"github.com/imlite/imlite/server/auth"
 	"github.com/imlite/imlite/ws"
@@ -43,19 +44,41 @@ func chat(args []string, in io.Reader, out, stderr io.Writer) error {
 	fs := flag.NewFlagSet("imlite chat", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("f", "", "configuration `file` of the server, to mint a token with its secret when --token is empty")
-	user := fs.String("user", "", "user `id` to chat as (required)")
-	platform := fs.String("platform", "desktop", "`platform` of the connection")
-	token := fs.String("token", "", "access `token`; empty mints one from the server's secret (embedded mode on this machine)")
+	user := fs.String("user", "", "user `id` to chat as; required unless --token names the user")
+	platform := fs.String("platform", "desktop", "`platform` of the connection, when a token is minted")
+	token := fs.String("token", "", "access `token`, which decides the user and platform; empty mints one from the server's secret (embedded mode on this machine)")
 	addr := fs.String("url", "ws://127.0.0.1:31000/ws", "websocket `URL` of the server")
 	to := fs.String("to", "", "start chatting with this `user`")
 	group := fs.String("group", "", "start chatting in this `group`")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := server.ValidateID("--user", *user); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
-	if *token == "" {
+	for _, id := range []struct{ flag, value string }{{"--to", *to}, {"--group", *group}} {
+		if id.value == "" {
+			continue
+		}
+		if err := server.ValidateID(id.flag, id.value); err != nil {
+			return fmt.Errorf("%w: %s", errUsage, apierr.From(err).Message)
+		}
+	}
+	if *token != "" {
+		// The server acts on the token's user and platform, so those are
+		// the ones to show, and a --user that differs is a mistake.
+		tokenUser, tokenPlatform, err := auth.Subject(*token)
+		if err != nil {
+			return fmt.Errorf("%w: --token: %v", errUsage, err)
+		}
+		if *user != "" && *user != tokenUser {
+			return fmt.Errorf("%w: --user %s does not match the token, which is for %s; drop --user or pass a token of %s", errUsage, *user, tokenUser, *user)
+		}
+		*user, *platform = tokenUser, tokenPlatform
+	} else {
+		if err := server.ValidateID("--user", *user); err != nil {
+			return fmt.Errorf("%w: %s", errUsage, apierr.From(err).Message)
+		}
 		t, err := mintChatToken(*file, *user, *platform)
 		if err != nil {
 			return fmt.Errorf("mint a token (pass --token to use your own): %w", err)
@@ -332,11 +355,22 @@ func (s *chatSession) command(line string) bool {
 }
 
 func (s *chatSession) setTarget(fields []string, kind target) error {
-	if len(fields) != 2 {
+	switch {
+	case len(fields) < 2:
 		return fmt.Errorf("usage: %s NAME", fields[0])
+	case len(fields) > 2:
+		return fmt.Errorf("%s takes one id, got %q; ids contain no spaces", fields[0], strings.Join(fields[1:], " "))
 	}
 	if err := server.ValidateID(fields[0][1:], fields[1]); err != nil {
-		return err
+		return errors.New(apierr.From(err).Message)
+	}
+	if kind.group != "" {
+		// Fail now rather than at the first send when the group is
+		// missing or the user is not a member.
+		req := &imlitev1.ListGroupMembersRequest{GroupId: fields[1], PageSize: 1}
+		if _, err := s.call(&imlitev1.Frame{Body: &imlitev1.Frame_ListGroupMembers{ListGroupMembers: req}}); err != nil {
+			return fmt.Errorf("cannot chat in group %s: %w", fields[1], err)
+		}
 	}
 	s.mu.Lock()
 	if kind.group != "" {

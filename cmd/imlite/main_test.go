@@ -132,6 +132,54 @@ func TestTwoPeopleChat(t *testing.T) {
 	}
 }
 
+// TestChatWithOwnToken passes a token instead of minting one: the session
+// is the token's user and platform, and a --user naming someone else is
+// rejected before connecting.
+func TestChatWithOwnToken(t *testing.T) {
+	file, a := startServer(t)
+	url := "ws://" + a.WebsocketAddr() + "/ws"
+	var tokOut, tokErr bytes.Buffer
+	if code := run([]string{"token", "-f", file, "--user", "bob", "--platform", "ios"}, &tokOut, &tokErr); code != 0 {
+		t.Fatalf("token exit %d: %s", code, tokErr.String())
+	}
+	bobToken := strings.TrimSpace(tokOut.String())
+
+	out := &syncBuffer{}
+	r, w := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- chat([]string{"--token", bobToken, "--url", url}, r, out, out) }()
+	waitFor(t, out, "connected as bob (ios)")
+	// A group that does not exist is rejected when chosen, not at the
+	// first send.
+	if _, err := io.WriteString(w, "/group nogroup\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, out, "cannot chat in group nogroup")
+	if strings.Contains(out.String(), "now chatting in group") {
+		t.Errorf("chat switched to a missing group: %q", out.String())
+	}
+	w.Close()
+	if err := <-done; err != nil {
+		t.Errorf("chat ended with %v", err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"--user of someone else", []string{"--user", "carol", "--token", bobToken, "--url", url}, "does not match the token, which is for bob"},
+		{"garbage token", []string{"--token", "not-a-jwt", "--url", url}, "malformed token"},
+		{"invalid --to", []string{"--token", bobToken, "--to", "x y", "--url", url}, `--to "x y" contains " "`},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(append([]string{"chat"}, tc.args...), &stdout, &stderr)
+		if code != 2 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%s: exit %d, stderr %q; want exit 2 mentioning %q", tc.name, code, stderr.String(), tc.want)
+		}
+	}
+}
+
 func TestTokenCommand(t *testing.T) {
 	file, _ := startServer(t)
 	var out, errOut bytes.Buffer

@@ -6,10 +6,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strings"
+	"sync"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	imlitev1 "github.com/imlite/imlite/gen/imlite/v1"
 	"github.com/imlite/imlite/server"
@@ -30,10 +36,18 @@ var JSONUnmarshalOptions = protojson.UnmarshalOptions{DiscardUnknown: false}
 // call the core in process.
 func NewGateway(ctx context.Context, svc *server.Service, o Options) (http.Handler, error) {
 	rep := o.reporter("rest")
+	// The parser is a process-wide setting of grpc-gateway, so it is set
+	// once, before any gateway serves.
+	setQueryParser.Do(func() { runtime.SetQueryParameterParser(&strictQueryParser{})(nil) })
 	limit := o.maxRequestBytes()
 	marshaler := restJSON{&runtime.JSONPb{MarshalOptions: JSONMarshalOptions, UnmarshalOptions: JSONUnmarshalOptions}, limit}
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, marshaler),
+		// Without these, a POST to a GET route runs the GET when its body is
+		// form-encoded (curl -d sends that by default) or when it carries
+		// X-HTTP-Method-Override, where a 405 is what the caller needs.
+		runtime.WithDisablePathLengthFallback(),
+		runtime.WithDisableHTTPMethodOverride(),
 		runtime.WithErrorHandler(func(ctx context.Context, _ *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 			writeRESTError(w, m, rep.clientError(ctx, r.Method+" "+r.URL.Path, err), 0)
 		}),
@@ -54,6 +68,14 @@ func NewGateway(ctx context.Context, svc *server.Service, o Options) (http.Handl
 				p, err := authenticate(r.Context(), svc, r.Header.Get("Authorization"))
 				if err != nil {
 					writeRESTError(w, marshaler, rep.clientError(r.Context(), r.Method+" "+r.URL.Path, err), 0)
+					return
+				}
+				if r.ContentLength > limit {
+					// A declared length over the limit is rejected unread. A
+					// chunked body fails while decoding, with 400 and the
+					// same message.
+					e := apierr.InvalidArgument("request body is larger than the limit of %d bytes", limit)
+					writeRESTError(w, marshaler, e, http.StatusRequestEntityTooLarge)
 					return
 				}
 				r = r.WithContext(auth.WithPrincipal(r.Context(), p))
@@ -124,6 +146,48 @@ func (m restJSON) NewDecoder(r io.Reader) runtime.Decoder {
 		case errors.As(err, &tooLarge):
 			return fmt.Errorf("request body is larger than the limit of %d bytes", m.limit)
 		}
-		return fmt.Errorf("invalid JSON request body: %v", err)
+		return fmt.Errorf("invalid JSON request body: %s", apierr.DecodeErrorText(err))
 	})
+}
+
+var setQueryParser sync.Once
+
+// strictQueryParser is grpc-gateway's query parser with one change: a
+// parameter that names no field of the request fails the call. The default
+// parser ignores it, so a misspelt begin_seq would silently return the
+// whole range.
+type strictQueryParser struct{ runtime.DefaultQueryParser }
+
+func (p *strictQueryParser) Parse(msg proto.Message, values url.Values, filter *utilities.DoubleArray) error {
+	for key := range values {
+		if err := checkQueryField(msg.ProtoReflect().Descriptor(), key); err != nil {
+			return err
+		}
+	}
+	return p.DefaultQueryParser.Parse(msg, values, filter)
+}
+
+// checkQueryField reports an error unless key, a dotted path of proto or
+// JSON field names, names a field of md. A map key in brackets ends the
+// path.
+func checkQueryField(md protoreflect.MessageDescriptor, key string) error {
+	path, _, _ := strings.Cut(key, "[")
+	parts := strings.Split(path, ".")
+	for i, name := range parts {
+		fields := md.Fields()
+		fd := fields.ByName(protoreflect.Name(name))
+		if fd == nil {
+			fd = fields.ByJSONName(name)
+		}
+		if fd == nil {
+			return fmt.Errorf("unknown query parameter %q: %s has no field %q", key, md.Name(), name)
+		}
+		if i < len(parts)-1 {
+			if fd.Kind() != protoreflect.MessageKind || fd.IsList() || fd.IsMap() {
+				return fmt.Errorf("unknown query parameter %q: field %q has no subfields", key, name)
+			}
+			md = fd.Message()
+		}
+	}
+	return nil
 }

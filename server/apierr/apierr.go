@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -164,4 +165,12 @@ func Code(err error) codes.Code {
 		return codes.OK
 	}
 	return From(err).Code
+}
+
+// DecodeErrorText returns the message of a protobuf or protojson decode
+// error with plain spaces. In some builds the protobuf module writes a
+// no-break space after its "proto:" prefix, on purpose, so that programs
+// do not match its messages. Clients show the message verbatim.
+func DecodeErrorText(err error) string {
+	return strings.ReplaceAll(err.Error(), "\u00a0", " ")
 }

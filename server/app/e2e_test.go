@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -404,22 +405,56 @@ func TestHTTPEndpoints(t *testing.T) {
 		}
 	}
 
-	// Bad bodies are rejected naming the problem, and credentials are
-	// checked before a body is read.
 	huge := `{"client_msg_id":"a","recv_id":"b","content":"` + strings.Repeat("x", 1<<20) + `"}`
+	alice := mintToken(t, "alice", false)
+	jsonHeader := map[string]string{"Content-Type": "application/json"}
+	const messages = "/v1/conversations/s:alice:bob/messages"
+	const onlineStatus = "/imlite.v1.UserService/GetOnlineStatus"
 	for _, tc := range []struct {
-		name, body, token string
-		status            int
-		want              string
+		name string
+		// method defaults to POST and path to /v1/messages:send.
+		method, path, body, token string
+		header                    map[string]string
+		status                    int
+		want                      []string
 	}{
-		{"malformed JSON", `{"client_msg_id":`, mintToken(t, "alice", false), 400, "invalid JSON request body"},
-		{"unknown field", `{"client_msg_id":"a","recv_id":"b","content":"x","colour":"red"}`, mintToken(t, "alice", false), 400, "colour"},
-		{"body over the limit", huge, mintToken(t, "alice", false), 400, "larger than the limit"},
-		{"large body without a token", huge, "", 401, "bearer"},
+		// Bad bodies are rejected naming the problem, and credentials
+		// are checked before a body is read.
+		{name: "malformed JSON", body: `{"client_msg_id":`, token: alice, status: 400, want: []string{"invalid JSON request body"}},
+		{name: "unknown field", body: `{"client_msg_id":"a","recv_id":"b","content":"x","colour":"red"}`, token: alice, status: 400, want: []string{"colour"}},
+		{name: "body over the limit", body: huge, token: alice, status: 413, want: []string{"larger than the limit"}},
+		{name: "large body without a token", body: huge, status: 401, want: []string{"bearer"}},
+		{name: "form-encoded POST to a GET route", body: "{}", token: alice, path: "/v1/conversations",
+			header: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, status: 405, want: []string{"not allowed"}},
+		{name: "POST with a method override to a GET route", body: "{}", token: alice, path: "/v1/conversations",
+			header: map[string]string{"X-HTTP-Method-Override": "GET"}, status: 405, want: []string{"not allowed"}},
+
+		// Query parameters must name fields of the request, by proto or
+		// JSON name, so a misspelt one is an error and not the default.
+		{name: "query by proto names", method: http.MethodGet, path: messages + "?begin_seq=1&limit=2", token: alice, status: 200, want: []string{`"max_seq"`}},
+		{name: "query by JSON name", method: http.MethodGet, path: messages + "?beginSeq=1", token: alice, status: 200, want: []string{`"max_seq"`}},
+		{name: "misspelt query parameter", method: http.MethodGet, path: messages + "?begin=5", token: alice, status: 400, want: []string{`unknown query parameter \"begin\"`}},
+		{name: "query path into a scalar", method: http.MethodGet, path: messages + "?limit.x=1", token: alice, status: 400, want: []string{"has no subfields"}},
+
+		// Connect's JSON has the field names and zero values of REST, and
+		// rejects unknown fields as REST does.
+		{name: "Connect JSON reply", path: onlineStatus, body: `{"user_ids":["nobody"]}`, token: alice, header: jsonHeader,
+			status: 200, want: []string{`"user_id":"nobody"`, `"online":false`}},
+		{name: "Connect JSON unknown field", path: onlineStatus, body: `{"user_ids":["nobody"],"colour":"red"}`, token: alice, header: jsonHeader,
+			status: 400, want: []string{"invalid_argument", "colour"}},
+		{name: "Connect JSON empty body", path: onlineStatus, token: alice, header: jsonHeader,
+			status: 400, want: []string{"invalid_argument", "request body is empty"}},
 	} {
-		req, _ := http.NewRequest(http.MethodPost, base+"/v1/messages:send", strings.NewReader(tc.body))
+		var body io.Reader
+		if tc.body != "" {
+			body = strings.NewReader(tc.body)
+		}
+		req, _ := http.NewRequest(cmp.Or(tc.method, http.MethodPost), base+cmp.Or(tc.path, "/v1/messages:send"), body)
 		if tc.token != "" {
 			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		for k, v := range tc.header {
+			req.Header.Set(k, v)
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -427,8 +462,13 @@ func TestHTTPEndpoints(t *testing.T) {
 		}
 		data, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != tc.status || !strings.Contains(string(data), tc.want) {
-			t.Errorf("%s: status %d %.200s, want %d containing %q", tc.name, resp.StatusCode, data, tc.status, tc.want)
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s: status %d %.200s, want %d", tc.name, resp.StatusCode, data, tc.status)
+		}
+		for _, want := range tc.want {
+			if !strings.Contains(string(data), want) {
+				t.Errorf("%s: body %.200s lacks %s", tc.name, data, want)
+			}
 		}
 	}
 

@@ -41,6 +41,8 @@ type GroupServiceClient interface {
 	// sent after joining.
 	AddGroupMembers(ctx context.Context, in *AddGroupMembersRequest, opts ...grpc.CallOption) (*AddGroupMembersResponse, error)
 	// RemoveGroupMembers removes users from a group. The owner cannot be removed.
+	// The owner or an admin may remove anyone else; a member may remove only
+	// itself, which leaves the group.
 	RemoveGroupMembers(ctx context.Context, in *RemoveGroupMembersRequest, opts ...grpc.CallOption) (*RemoveGroupMembersResponse, error)
 	// ListGroupMembers pages through a group's members in user id order.
 	// Members and admins only.
@@ -120,6 +122,8 @@ type GroupServiceServer interface {
 	// sent after joining.
 	AddGroupMembers(context.Context, *AddGroupMembersRequest) (*AddGroupMembersResponse, error)
 	// RemoveGroupMembers removes users from a group. The owner cannot be removed.
+	// The owner or an admin may remove anyone else; a member may remove only
+	// itself, which leaves the group.
 	RemoveGroupMembers(context.Context, *RemoveGroupMembersRequest) (*RemoveGroupMembersResponse, error)
 	// ListGroupMembers pages through a group's members in user id order.
 	// Members and admins only.

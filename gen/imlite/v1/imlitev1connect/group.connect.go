@@ -59,6 +59,8 @@ type GroupServiceClient interface {
 	// sent after joining.
 	AddGroupMembers(context.Context, *v1.AddGroupMembersRequest) (*v1.AddGroupMembersResponse, error)
 	// RemoveGroupMembers removes users from a group. The owner cannot be removed.
+	// The owner or an admin may remove anyone else; a member may remove only
+	// itself, which leaves the group.
 	RemoveGroupMembers(context.Context, *v1.RemoveGroupMembersRequest) (*v1.RemoveGroupMembersResponse, error)
 	// ListGroupMembers pages through a group's members in user id order.
 	// Members and admins only.
@@ -173,6 +175,8 @@ type GroupServiceHandler interface {
 	// sent after joining.
 	AddGroupMembers(context.Context, *v1.AddGroupMembersRequest) (*v1.AddGroupMembersResponse, error)
 	// RemoveGroupMembers removes users from a group. The owner cannot be removed.
+	// The owner or an admin may remove anyone else; a member may remove only
+	// itself, which leaves the group.
 	RemoveGroupMembers(context.Context, *v1.RemoveGroupMembersRequest) (*v1.RemoveGroupMembersResponse, error)
 	// ListGroupMembers pages through a group's members in user id order.
 	// Members and admins only.
