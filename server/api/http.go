@@ -10,6 +10,7 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"go.opentelemetry.io/otel/propagation"
+	"google.golang.org/grpc/codes"
 
 	"github.com/imlite/imlite/gen/openapi"
 	"github.com/imlite/imlite/server"
@@ -44,8 +45,10 @@ func NewHTTPHandler(ctx context.Context, svc *server.Service, opts Options) (htt
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", readyHandler(opts.Readiness))
+	getOnly := map[string]bool{OpenAPIPath: true, "/healthz": true, "/readyz": true}
 	if opts.Metrics != nil {
 		mux.Handle("GET /metrics", opts.Metrics)
+		getOnly["/metrics"] = true
 	}
 	if opts.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -56,6 +59,14 @@ func NewHTTPHandler(ctx context.Context, svc *server.Service, opts Options) (htt
 	}
 	notFound := restJSON{JSONPb: &runtime.JSONPb{MarshalOptions: JSONMarshalOptions}}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// The catch-all also gets the other methods of the GET routes
+		// above, which deserve a 405 and not a 404.
+		if getOnly[r.URL.Path] {
+			w.Header().Set("Allow", "GET, HEAD")
+			e := &apierr.Error{Code: codes.Unimplemented, Message: "method " + r.Method + " is not allowed for " + r.URL.Path + "; use GET"}
+			writeRESTError(w, notFound, e, http.StatusMethodNotAllowed)
+			return
+		}
 		e := apierr.NotFound("no route for %s %s; the API is under /v1/, described at %s", r.Method, r.URL.Path, OpenAPIPath)
 		writeRESTError(w, notFound, e, http.StatusNotFound)
 	})

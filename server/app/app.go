@@ -76,7 +76,21 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		}
 	}()
 
-	// 1. Credentials and backends.
+	// 1. Listeners, bound first so that a taken port fails the start
+	// before the data directory, the secret or the store file is created.
+	if a.grpcLn, err = net.Listen("tcp", cfg.ListenOn); err != nil {
+		return nil, fmt.Errorf("ListenOn %s: %w", cfg.ListenOn, err)
+	}
+	httpAddr := net.JoinHostPort(cfg.Http.Host, strconv.Itoa(cfg.Http.Port))
+	if a.httpLn, err = net.Listen("tcp", httpAddr); err != nil {
+		return nil, fmt.Errorf("Http.Port %s: %w", httpAddr, err)
+	}
+	wsAddr := net.JoinHostPort(cfg.Websocket.Host, strconv.Itoa(cfg.Websocket.Port))
+	if a.wsLn, err = net.Listen("tcp", wsAddr); err != nil {
+		return nil, fmt.Errorf("Websocket.Port %s: %w", wsAddr, err)
+	}
+
+	// 2. Credentials and backends.
 	secret, err := LoadSecret(cfg)
 	if err != nil {
 		return nil, err
@@ -95,7 +109,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		return nil, err
 	}
 
-	// 2. Telemetry and the service core.
+	// 3. Telemetry and the service core.
 	tp := o.tracerProvider
 	if tp == nil {
 		if tp, a.stopTracing, err = telemetry.Setup(ctx, cfg.Telemetry, pod, log); err != nil {
@@ -115,7 +129,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		return nil, err
 	}
 
-	// 3. Transports.
+	// 4. Transports.
 	apiOpts := api.Options{
 		Log:       log,
 		OnError:   a.metrics.ClientError,
@@ -147,18 +161,6 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	}
 	a.wsSrv = ws.NewServer(a.hub)
 
-	// 4. Listeners, bound now so that a taken port fails the start.
-	if a.grpcLn, err = net.Listen("tcp", cfg.ListenOn); err != nil {
-		return nil, fmt.Errorf("ListenOn %s: %w", cfg.ListenOn, err)
-	}
-	httpAddr := net.JoinHostPort(cfg.Http.Host, strconv.Itoa(cfg.Http.Port))
-	if a.httpLn, err = net.Listen("tcp", httpAddr); err != nil {
-		return nil, fmt.Errorf("Http.Port %s: %w", httpAddr, err)
-	}
-	wsAddr := net.JoinHostPort(cfg.Websocket.Host, strconv.Itoa(cfg.Websocket.Port))
-	if a.wsLn, err = net.Listen("tcp", wsAddr); err != nil {
-		return nil, fmt.Errorf("Websocket.Port %s: %w", wsAddr, err)
-	}
 	return a, nil
 }
 

@@ -424,6 +424,7 @@ func TestHTTPEndpoints(t *testing.T) {
 		{name: "unknown field", body: `{"client_msg_id":"a","recv_id":"b","content":"x","colour":"red"}`, token: alice, status: 400, want: []string{"colour"}},
 		{name: "body over the limit", body: huge, token: alice, status: 413, want: []string{"larger than the limit"}},
 		{name: "large body without a token", body: huge, status: 401, want: []string{"bearer"}},
+		{name: "POST to /healthz", path: "/healthz", status: 405, want: []string{"use GET"}},
 		{name: "form-encoded POST to a GET route", body: "{}", token: alice, path: "/v1/conversations",
 			header: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, status: 405, want: []string{"not allowed"}},
 		{name: "POST with a method override to a GET route", body: "{}", token: alice, path: "/v1/conversations",

@@ -2,10 +2,15 @@ package app_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -271,4 +276,34 @@ Embedded: {Dir: ` + t.TempDir() + `}
 		}
 	})
 	return a
+}
+
+// TestTakenPortLeavesNoFiles starts a server whose websocket port is taken:
+// the start fails naming the port and creates nothing in the data
+// directory.
+func TestTakenPortLeavesNoFiles(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	_, port, _ := net.SplitHostPort(taken.Addr().String())
+	dir := filepath.Join(t.TempDir(), "data")
+	yaml := `
+ListenOn: 127.0.0.1:0
+Http: {Host: 127.0.0.1, Port: 0}
+Websocket: {Host: 127.0.0.1, Port: ` + port + `}
+Embedded: {Dir: ` + dir + `}
+`
+	cfg, err := config.Parse([]byte(yaml), func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	_, err = app.New(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), "Websocket.Port") {
+		t.Fatalf("app.New with a taken port: %v, want an error naming Websocket.Port", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("data directory after the failed start: stat error %v, want it missing", err)
+	}
 }
