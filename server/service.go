@@ -365,7 +365,7 @@ func (s *Service) backendError(op string, err error) error {
 	}
 	if errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn("backend unavailable", "op", op, "err", err)
-		return apierr.Unavailable(err, "%s failed: storage backend unavailable, retry later", op)
+		return apierr.Unavailable(err, "%s failed: a backend is unavailable, retry later", op)
 	}
 	s.log.Error("backend failure", "op", op, "err", err)
 	return apierr.Internal(op, err)

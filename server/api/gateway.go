@@ -70,11 +70,18 @@ func NewGateway(ctx context.Context, svc *server.Service, o Options) (http.Handl
 					writeRESTError(w, marshaler, rep.clientError(r.Context(), r.Method+" "+r.URL.Path, err), 0)
 					return
 				}
+				if r.Method != http.MethodGet && r.URL.RawQuery != "" {
+					// Every route but GET takes all its fields from the
+					// body, and grpc-gateway would ignore the query.
+					e := apierr.InvalidArgument("%s %s takes its fields from the JSON body, not the query %q", r.Method, r.URL.Path, r.URL.RawQuery)
+					writeRESTError(w, marshaler, e, 0)
+					return
+				}
 				if r.ContentLength > limit {
 					// A declared length over the limit is rejected unread. A
 					// chunked body fails while decoding, with 400 and the
 					// same message.
-					e := apierr.InvalidArgument("request body is larger than the limit of %d bytes", limit)
+					e := apierr.ResourceExhausted("request body is larger than the limit of %d bytes", limit)
 					writeRESTError(w, marshaler, e, http.StatusRequestEntityTooLarge)
 					return
 				}

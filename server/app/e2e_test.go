@@ -422,7 +422,9 @@ func TestHTTPEndpoints(t *testing.T) {
 		// are checked before a body is read.
 		{name: "malformed JSON", body: `{"client_msg_id":`, token: alice, status: 400, want: []string{"invalid JSON request body"}},
 		{name: "unknown field", body: `{"client_msg_id":"a","recv_id":"b","content":"x","colour":"red"}`, token: alice, status: 400, want: []string{"colour"}},
-		{name: "body over the limit", body: huge, token: alice, status: 413, want: []string{"larger than the limit"}},
+		{name: "body over the limit", body: huge, token: alice, status: 413, want: []string{`"code":8`, "larger than the limit"}},
+		{name: "query on a body route", path: "/v1/messages:send?zzz=1", body: `{"client_msg_id":"q","recv_id":"bob","content":"x"}`, token: alice,
+			status: 400, want: []string{"not the query", "zzz=1"}},
 		{name: "large body without a token", body: huge, status: 401, want: []string{"bearer"}},
 		{name: "POST to /healthz", path: "/healthz", status: 405, want: []string{"use GET"}},
 		{name: "form-encoded POST to a GET route", body: "{}", token: alice, path: "/v1/conversations",

@@ -422,9 +422,9 @@ func startQueues(t *testing.T, k *testenv.Kafka) *runningQueues {
 	q.pp = newPushProducer(t, producerConfig(k, q.pushTopic))
 	mc := newMsgConsumer(t, consumerConfig(k, q.msgTopic, uniqueName("group")))
 	mb := runBackground(t, func(ctx context.Context) error { return mc.ConsumeMsgs(ctx, q.msgs.handleMsgs) })
-	pcfg := consumerConfig(k, q.pushTopic, "")
-	pcfg.PartitionCheckInterval = 50 * time.Millisecond
-	pc := newPushConsumer(t, pcfg)
+	// The default PartitionCheckInterval, so a push consumer that waits
+	// for a deleted topic must rely on its own faster check.
+	pc := newPushConsumer(t, consumerConfig(k, q.pushTopic, ""))
 	pb := runBackground(t, func(ctx context.Context) error { return pc.ConsumePush(ctx, q.pushes.handlePush) })
 	waitReady(t, pc, pb)
 	q.consumers = map[string]*background{"ConsumeMsgs": mb, "ConsumePush": pb}

@@ -1,11 +1,13 @@
 package kafkaqueue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -102,10 +104,10 @@ func (pp *PushProducer) Ping(ctx context.Context) error { return pp.p.ping(ctx) 
 
 // Close fails records still buffered by timed-out publishes and closes the
 // connections. Publishing after Close fails.
-func (m *MsgProducer) Close() { m.p.cl.Close() }
+func (m *MsgProducer) Close() { m.p.close() }
 
 // Close closes the producer, as MsgProducer.Close does.
-func (pp *PushProducer) Close() { pp.p.cl.Close() }
+func (pp *PushProducer) Close() { pp.p.close() }
 
 // producer is the part the two producer types share.
 type producer struct {
@@ -121,6 +123,10 @@ type producer struct {
 	lastHeal atomic.Int64
 	// lastPurge is when the topic was last purged from the client.
 	lastPurge atomic.Int64
+
+	mu sync.Mutex
+	// topicID is the topic's ID at the last ping, zero before the first.
+	topicID kadm.TopicID
 }
 
 // healInterval is the least time between two topic checks that failed
@@ -155,18 +161,39 @@ func newProducer(ctx context.Context, cfg ProducerConfig) (*producer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create kafka producer for topic %q: %w", cfg.Topic, err)
 	}
-	adm := kadm.NewClient(cl)
+	// Topic checks run on a client of their own. kgo serves metadata
+	// requests from a cache shared by the whole client, so a check that
+	// found the topic missing would make the producer treat it as missing
+	// for seconds after the check created it.
+	admCl, err := kgo.NewClient(clientOpts(cfg.Addrs, cfg.User, cfg.Passwd, cfg.ClientID, cfg.Logger)...)
+	if err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("create kafka admin client for topic %q: %w", cfg.Topic, err)
+	}
+	adm := kadm.NewClient(admCl)
 	if _, err := ensureTopic(ctx, adm, cfg.Topic, cfg.Partition, cfg.Logger); err != nil {
+		admCl.Close()
 		cl.Close()
 		return nil, err
 	}
-	return &producer{
+	p := &producer{
 		cl:           cl,
 		adm:          adm,
 		topic:        cfg.Topic,
 		cfg:          cfg,
 		timeoutCause: fmt.Errorf("not acknowledged within PublishTimeout %v", cfg.PublishTimeout),
-	}, nil
+	}
+	// The ID lets ping notice a topic that was deleted and created again
+	// while this pod was idle. A failed lookup leaves it to the first ping.
+	if id, err := lookupTopicID(ctx, adm, cfg.Topic); err == nil {
+		p.topicID = id
+	}
+	return p, nil
+}
+
+func (p *producer) close() {
+	p.cl.Close()
+	p.adm.Close()
 }
 
 // newRecord encodes m as a record value, with its trace context moved into
@@ -227,24 +254,51 @@ func attachTrace(m proto.Message, headers []kgo.RecordHeader) {
 func (p *producer) produce(ctx context.Context, op string, recs []*kgo.Record) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, p.cfg.PublishTimeout, p.timeoutCause)
 	defer cancel()
-	results := make(chan error, len(recs))
-	for _, r := range recs {
-		p.cl.Produce(ctx, r, func(_ *kgo.Record, err error) { results <- err })
-	}
-	for range recs {
-		select {
-		case err := <-results:
-			if err != nil {
-				p.heal(err)
-				return wrapErr(op, err)
-			}
-		case <-ctx.Done():
-			err := contextError(ctx)
-			p.heal(err)
-			return wrapErr(op, err)
+	failed, err := p.produceOnce(ctx, recs)
+	if errors.Is(err, kerr.UnknownTopicID) {
+		// The topic was deleted and created again. kgo failed these
+		// records without writing them, because it held the old topic
+		// ID, so they are written once more after the purge.
+		p.heal(err)
+		retry := make([]*kgo.Record, len(failed))
+		for i, r := range failed {
+			retry[i] = &kgo.Record{Key: r.Key, Value: r.Value, Headers: r.Headers}
 		}
+		_, err = p.produceOnce(ctx, retry)
+	}
+	if err != nil {
+		p.heal(err)
+		return wrapErr(op, err)
 	}
 	return nil
+}
+
+// produceOnce writes recs and waits for their acknowledgements. It returns
+// the records that failed with the first error, or ctx's error once ctx
+// ends.
+func (p *producer) produceOnce(ctx context.Context, recs []*kgo.Record) ([]*kgo.Record, error) {
+	type result struct {
+		rec *kgo.Record
+		err error
+	}
+	results := make(chan result, len(recs))
+	for _, r := range recs {
+		p.cl.Produce(ctx, r, func(r *kgo.Record, err error) { results <- result{r, err} })
+	}
+	var failed []*kgo.Record
+	var first error
+	for range recs {
+		select {
+		case res := <-results:
+			if res.err != nil {
+				failed = append(failed, res.rec)
+				first = cmp.Or(first, res.err)
+			}
+		case <-ctx.Done():
+			return nil, contextError(ctx)
+		}
+	}
+	return failed, first
 }
 
 // contextError returns the error of an ended ctx together with its cause,
@@ -267,12 +321,25 @@ func (p *producer) ping(ctx context.Context) error {
 		return wrapErr("ping kafka", err)
 	}
 	created, err := ensureTopic(ctx, p.adm, p.topic, p.cfg.Partition, p.cfg.Logger)
-	if created {
+	if err != nil {
+		return err
+	}
+	id, err := lookupTopicID(ctx, p.adm, p.topic)
+	if err != nil {
+		return wrapErr(fmt.Sprintf("look up topic %q", p.topic), err)
+	}
+	p.mu.Lock()
+	changed := p.topicID != (kadm.TopicID{}) && p.topicID != id
+	p.topicID = id
+	p.mu.Unlock()
+	if created || changed {
 		// The client may hold the ID of the deleted topic, under which
-		// kgo would fail every publish to the new one.
+		// kgo would fail the next publish to the new one. Purging here
+		// spares an idle pod that failure.
+		p.cfg.Logger.Warn("kafka producer: the topic was deleted and created again; publishing to the new topic", "topic", p.topic)
 		p.cl.PurgeTopicsFromProducing(p.topic)
 	}
-	return err
+	return nil
 }
 
 // heal repairs what a failed publish reveals. A deleted topic fails

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	busv1 "github.com/imlite/imlite/gen/imlite/bus/v1"
@@ -278,5 +279,37 @@ func TestPublishNilRecord(t *testing.T) {
 				t.Errorf("got %v, want no server.ErrUnavailable for a caller mistake", tc.err)
 			}
 		})
+	}
+}
+
+// TestIdleProducerPublishesToRecreatedTopic deletes the topic and creates
+// it again elsewhere, as another pod does, while a producer is idle. The
+// producer's next publish must succeed at once, although kgo still holds
+// the old topic ID.
+func TestIdleProducerPublishesToRecreatedTopic(t *testing.T) {
+	k := testenv.StartKafka(t)
+	topic := uniqueName("topic")
+	p := newMsgProducer(t, producerConfig(k, topic))
+	if err := p.PublishMsg(t.Context(), testMsg("c1", "before")); err != nil {
+		t.Fatalf("publish before the deletion: %v", err)
+	}
+	adm := newAdmin(t, k)
+	oldID, err := lookupTopicID(t.Context(), adm, topic)
+	if err != nil {
+		t.Fatalf("look up the topic: %v", err)
+	}
+	if _, err := adm.DeleteTopics(t.Context(), topic); err != nil {
+		t.Fatalf("delete topic: %v", err)
+	}
+	if _, err := adm.CreateTopic(t.Context(), 4, -1, nil, topic); err != nil {
+		t.Fatalf("create the topic again: %v", err)
+	}
+	waitFor(t, "the new topic ID", func() bool {
+		id, err := lookupTopicID(t.Context(), adm, topic)
+		return err == nil && id != oldID && id != (kadm.TopicID{})
+	})
+
+	if err := p.PublishMsg(t.Context(), testMsg("c1", "after")); err != nil {
+		t.Errorf("first publish after the topic was created again: %v", err)
 	}
 }

@@ -166,6 +166,10 @@ func (c *PushConsumer) tryListEndOffsets(ctx context.Context, adm *kadm.Client) 
 	return starts, nil
 }
 
+// missingTopicCheckInterval is how often the push consumer looks for the
+// topic while it does not exist.
+const missingTopicCheckInterval = time.Second
+
 // watchPartitions adds partitions that appear after the start, reading
 // them from their first record, because everything in a partition created
 // after the start was published after it.
@@ -174,13 +178,16 @@ func (c *PushConsumer) watchPartitions(ctx context.Context, adm *kadm.Client, cl
 	for p := range known {
 		consumed[p] = true
 	}
-	tick := time.NewTicker(c.cfg.PartitionCheckInterval)
-	defer tick.Stop()
 	for {
-		select {
-		case <-ctx.Done():
+		// While the topic is missing, as after a deletion, every push
+		// waits for it, so it is checked every second. Once it exists,
+		// new partitions are rare and PartitionCheckInterval applies.
+		interval := c.cfg.PartitionCheckInterval
+		if len(consumed) == 0 {
+			interval = min(interval, missingTopicCheckInterval)
+		}
+		if err := sleepCtx(ctx, interval); err != nil {
 			return
-		case <-tick.C:
 		}
 		details, err := adm.ListTopics(ctx, c.cfg.Topic)
 		if err != nil {

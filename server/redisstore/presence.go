@@ -189,10 +189,10 @@ func (s *Store) refreshLoop(ctx context.Context) {
 			failedRounds++
 			if failedRounds == 1 {
 				s.log.Warn("presence refresh failed; retrying every interval, entries expire after the TTL",
-					"err", err, "pod", s.pod, "interval", interval, "ttl", s.ttl)
+					"err", err, "interval", interval, "ttl", s.ttl)
 			}
 		case failedRounds > 0:
-			s.log.Info("presence refresh recovered", "pod", s.pod, "failed_rounds", failedRounds)
+			s.log.Info("presence refresh recovered", "failed_rounds", failedRounds)
 			failedRounds = 0
 		}
 	}
