@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"slices"
 	"strconv"
@@ -213,13 +214,11 @@ func (s *Service) ListGroupMembers(ctx context.Context, req *imlitev1.ListGroupM
 	case size > 1000:
 		return nil, apierr.InvalidArgument("page_size %d exceeds the maximum 1000", size)
 	}
-	after := req.GetPageToken()
-	if after != "" {
-		if err := ValidateID("page_token", after); err != nil {
-			return nil, apierr.InvalidArgument("page_token is not a token returned by ListGroupMembers")
-		}
-	}
 	g, err := s.groupForMember(ctx, p, req.GetGroupId())
+	if err != nil {
+		return nil, err
+	}
+	after, err := decodeMemberPageToken(g.ID, req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +230,7 @@ func (s *Service) ListGroupMembers(ctx context.Context, req *imlitev1.ListGroupM
 	resp := &imlitev1.ListGroupMembersResponse{}
 	if len(rows) > size {
 		rows = rows[:size]
-		resp.NextPageToken = rows[size-1].UserID
+		resp.NextPageToken = encodeMemberPageToken(g.ID, rows[size-1].UserID)
 	}
 	for _, m := range rows {
 		resp.Members = append(resp.Members, &imlitev1.GroupMember{UserId: m.UserID, JoinedAt: m.JoinedAt.UnixMilli()})
@@ -330,4 +329,32 @@ func groupView(g Group) *imlitev1.Group {
 		CreatedAt:      g.CreatedAt.UnixMilli(),
 		Ex:             g.Ex,
 	}
+}
+
+// memberPageTokenPrefix marks the page tokens of ListGroupMembers, so a
+// token of another format is rejected instead of read as a user id.
+const memberPageTokenPrefix = "m1."
+
+// encodeMemberPageToken returns the token of the page after lastUserID.
+// It names the group, so a token of another group is rejected too.
+func encodeMemberPageToken(groupID, lastUserID string) string {
+	return memberPageTokenPrefix + base64.RawURLEncoding.EncodeToString([]byte(groupID+"\x00"+lastUserID))
+}
+
+// decodeMemberPageToken returns the user id after which the page starts,
+// "" for the first page.
+func decodeMemberPageToken(groupID, token string) (string, error) {
+	if token == "" {
+		return "", nil
+	}
+	invalid := apierr.InvalidArgument("page_token %q is not a next_page_token that ListGroupMembers returned for group %q", token, groupID)
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(token, memberPageTokenPrefix))
+	if err != nil || !strings.HasPrefix(token, memberPageTokenPrefix) {
+		return "", invalid
+	}
+	group, after, ok := strings.Cut(string(raw), "\x00")
+	if !ok || group != groupID || ValidateID("page_token", after) != nil {
+		return "", invalid
+	}
+	return after, nil
 }

@@ -148,6 +148,23 @@ func TestListGroupMembersPages(t *testing.T) {
 	wantCode(t, err, codes.PermissionDenied, "outsider")
 	_, err = h.svc.ListGroupMembers(h.as("m1"), &imlitev1.ListGroupMembersRequest{GroupId: "paged", PageSize: 1001})
 	wantCode(t, err, codes.InvalidArgument, "page_size")
+
+	// A token must be one that this group's listing returned.
+	h.createGroup("other", "m0", "m1")
+	first, err := h.svc.ListGroupMembers(h.as("m1"), &imlitev1.ListGroupMembersRequest{GroupId: "paged", PageSize: 1})
+	if err != nil {
+		t.Fatalf("ListGroupMembers: %v", err)
+	}
+	for _, tc := range []struct{ name, group, token string }{
+		{"garbage", "paged", "garbage"},
+		{"bare user id", "paged", "m2"},
+		{"token of another group", "other", first.GetNextPageToken()},
+	} {
+		_, err := h.svc.ListGroupMembers(h.as("m1"), &imlitev1.ListGroupMembersRequest{GroupId: tc.group, PageToken: tc.token})
+		if code := apierr.Code(err); code != codes.InvalidArgument || !strings.Contains(err.Error(), "page_token") {
+			t.Errorf("%s: code %v, err %v; want InvalidArgument naming page_token", tc.name, code, err)
+		}
+	}
 }
 
 func TestGroupFanOutFollowsMembership(t *testing.T) {
