@@ -61,7 +61,7 @@ func chat(args []string, in io.Reader, out, stderr io.Writer) error {
 			continue
 		}
 		if err := server.ValidateID(id.flag, id.value); err != nil {
-			return fmt.Errorf("%w: %s", errUsage, apierr.From(err).Message)
+			return usageError(err)
 		}
 	}
 	if *token != "" {
@@ -77,7 +77,7 @@ func chat(args []string, in io.Reader, out, stderr io.Writer) error {
 		*user, *platform = tokenUser, tokenPlatform
 	} else {
 		if err := server.ValidateID("--user", *user); err != nil {
-			return fmt.Errorf("%w: %s", errUsage, apierr.From(err).Message)
+			return usageError(err)
 		}
 		t, err := mintChatToken(*file, *user, *platform)
 		if err != nil {

@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/imlite/imlite/server/apierr"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -63,6 +65,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 var errUsage = errors.New("usage")
+
+// usageError marks a rejected flag value as a usage error. It keeps only
+// the message of a validation error, without its gRPC code.
+func usageError(err error) error {
+	return fmt.Errorf("%w: %s", errUsage, apierr.From(err).Message)
+}
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `imlite: a lightweight, distributed instant-messaging server

@@ -8,7 +8,6 @@ import (
 
 	imlitev1 "github.com/imlite/imlite/gen/imlite/v1"
 	"github.com/imlite/imlite/server"
-	"github.com/imlite/imlite/server/apierr"
 	"github.com/imlite/imlite/server/app"
 	"github.com/imlite/imlite/server/auth"
 	"github.com/imlite/imlite/server/config"
@@ -75,10 +74,10 @@ func token(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
 	if err := server.ValidateID("--user", *user); err != nil {
-		return fmt.Errorf("%w: %s", errUsage, apierr.From(err).Message)
+		return usageError(err)
 	}
 	if err := server.ValidatePlatform("--platform", *platform); err != nil {
-		return fmt.Errorf("%w: %s", errUsage, apierr.From(err).Message)
+		return usageError(err)
 	}
 	if *ttl < 0 {
 		return fmt.Errorf("%w: --ttl %v is negative", errUsage, *ttl)

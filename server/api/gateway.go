@@ -55,7 +55,7 @@ func NewGateway(ctx context.Context, svc *server.Service, o Options) (http.Handl
 			e := apierr.NotFound("no route for %s %s; the routes are listed at %s", r.Method, r.URL.Path, OpenAPIPath)
 			switch status {
 			case http.StatusMethodNotAllowed:
-				e = &apierr.Error{Code: codes.Unimplemented, Message: "method " + r.Method + " is not allowed for " + r.URL.Path}
+				e = methodNotAllowed(r, "")
 			case http.StatusBadRequest:
 				e = apierr.InvalidArgument("malformed request path %s", r.URL.Path)
 			}
@@ -197,4 +197,14 @@ func checkQueryField(md protoreflect.MessageDescriptor, key string) error {
 		}
 	}
 	return nil
+}
+
+// methodNotAllowed is the error of a request whose path exists for other
+// methods only; hint, when set, names the method to use.
+func methodNotAllowed(r *http.Request, hint string) *apierr.Error {
+	msg := "method " + r.Method + " is not allowed for " + r.URL.Path
+	if hint != "" {
+		msg += "; " + hint
+	}
+	return &apierr.Error{Code: codes.Unimplemented, Message: msg}
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"go.opentelemetry.io/otel/propagation"
-	"google.golang.org/grpc/codes"
 
 	"github.com/imlite/imlite/gen/openapi"
 	"github.com/imlite/imlite/server"
@@ -63,8 +62,7 @@ func NewHTTPHandler(ctx context.Context, svc *server.Service, opts Options) (htt
 		// above, which deserve a 405 and not a 404.
 		if getOnly[r.URL.Path] {
 			w.Header().Set("Allow", "GET, HEAD")
-			e := &apierr.Error{Code: codes.Unimplemented, Message: "method " + r.Method + " is not allowed for " + r.URL.Path + "; use GET"}
-			writeRESTError(w, notFound, e, http.StatusMethodNotAllowed)
+			writeRESTError(w, notFound, methodNotAllowed(r, "use GET"), http.StatusMethodNotAllowed)
 			return
 		}
 		e := apierr.NotFound("no route for %s %s; the API is under /v1/, described at %s", r.Method, r.URL.Path, OpenAPIPath)

@@ -282,12 +282,12 @@ Embedded: {Dir: ` + t.TempDir() + `}
 // the start fails naming the port and creates nothing in the data
 // directory.
 func TestTakenPortLeavesNoFiles(t *testing.T) {
-	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	occupied, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer taken.Close()
-	_, port, _ := net.SplitHostPort(taken.Addr().String())
+	defer occupied.Close()
+	_, port, _ := net.SplitHostPort(occupied.Addr().String())
 	dir := filepath.Join(t.TempDir(), "data")
 	yaml := `
 ListenOn: 127.0.0.1:0

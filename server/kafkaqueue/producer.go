@@ -336,10 +336,17 @@ func (p *producer) ping(ctx context.Context) error {
 		// The client may hold the ID of the deleted topic, under which
 		// kgo would fail the next publish to the new one. Purging here
 		// spares an idle pod that failure.
-		p.cfg.Logger.Warn("kafka producer: the topic was deleted and created again; publishing to the new topic", "topic", p.topic)
-		p.cl.PurgeTopicsFromProducing(p.topic)
+		p.purge()
 	}
 	return nil
+}
+
+// purge drops what the client knows of the topic, so the next publish
+// looks up the new topic's ID.
+func (p *producer) purge() {
+	p.lastPurge.Store(time.Now().UnixNano())
+	p.cfg.Logger.Warn("kafka producer: the topic was deleted and created again; publishing to the new topic", "topic", p.topic)
+	p.cl.PurgeTopicsFromProducing(p.topic)
 }
 
 // heal repairs what a failed publish reveals. A deleted topic fails
@@ -360,8 +367,7 @@ func (p *producer) heal(err error) {
 			// buffered for the new topic.
 			return
 		}
-		p.cfg.Logger.Warn("kafka producer: the topic was deleted and created again; publishing to the new topic", "topic", p.topic)
-		p.cl.PurgeTopicsFromProducing(p.topic)
+		p.purge()
 		return
 	}
 	// kgo retries a record for a missing topic for a while, so a publish
